@@ -1,0 +1,57 @@
+"""The one place that knows about torch / fairseq version quirks."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+
+def _numpy_reconstructors() -> list:
+    try:  # numpy >= 2
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct, scalar
+    return [_reconstruct, scalar]
+
+
+def allow_fairseq_checkpoints() -> None:
+    """Let ``torch.load(weights_only=True)`` (the default since torch 2.6) read fairseq checkpoints.
+
+    fairseq checkpoints pickle an ``argparse.Namespace`` (``args``) and, with ``--eval-bleu``,
+    numpy arrays and scalars in the saved meters. These are allow-listed instead of turning safe loading
+    off process-wide with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``.
+    """
+    add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
+    if add_safe_globals is None:  # torch < 2.4 loads with weights_only=False anyway
+        return
+    dtype_classes = [type(np.dtype(code)) for code in "?bhilqBHILQefdg"]
+    add_safe_globals([argparse.Namespace, *_numpy_reconstructors(), np.ndarray, np.dtype, *dtype_classes])
+
+
+def keep_last_partial_batch() -> None:
+    """Stop fairseq 0.12 from silently dropping the last batch of every epoch and test set.
+
+    ``fairseq.data.data_utils.batch_by_size`` discards a final batch whose size is not a
+    multiple of ``--required-batch-size-multiple`` (default 8; fairseq issue #5036), so
+    ``fairseq-generate`` translates e.g. 96 of 100 test sentences and BLEU is computed on the
+    wrong set. The dropped batch is exactly the indices after the last kept batch; we append it.
+    """
+    from fairseq.data import data_utils
+
+    original = data_utils.batch_by_size
+    if getattr(original, "_pet_keeps_last_batch", False):
+        return
+
+    def batch_by_size(indices, num_tokens_fn, *args, **kwargs):
+        batches = original(indices, num_tokens_fn, *args, **kwargs)
+        fixed_shapes = kwargs.get("fixed_shapes", args[5] if len(args) > 5 else None)
+        covered = sum(len(b) for b in batches)
+        if fixed_shapes is None and covered < len(indices):
+            batches = list(batches) + [np.asarray(indices[covered:], dtype=np.int64)]
+        return batches
+
+    batch_by_size._pet_keeps_last_batch = True
+    batch_by_size.__doc__ = original.__doc__
+    data_utils.batch_by_size = batch_by_size

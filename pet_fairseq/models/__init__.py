@@ -1,0 +1,1 @@
+from pet_fairseq.models import pet_transformer  # noqa: F401

@@ -1,0 +1,201 @@
+"""PET student: a fairseq Transformer whose encoder and decoder run layer plans.
+
+The encoder/decoder subclass fairseq's ``TransformerEncoderBase``/``TransformerDecoderBase``:
+they build only the plan's unique layers with fairseq's own layer classes, then replace
+``self.layers`` by one :class:`~pet_fairseq.modules.reused_layer.ReusedLayer` view per depth,
+so fairseq's forward pass, incremental decoding and ``return_all_hiddens`` work unchanged.
+"""
+
+
+import copy
+from dataclasses import dataclass, field
+
+from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.transformer import (
+    TransformerDecoderBase,
+    TransformerEncoderBase,
+    TransformerModel,
+    base_architecture,
+)
+from fairseq.modules import LayerDropModuleList
+from torch import nn
+
+from pet_fairseq.modules.reused_layer import ReusedLayer, share_query_projection
+from pet_fairseq.sharing import LayerPlan
+
+
+@dataclass
+class PETSharingConfig(FairseqDataclass):
+    """Options that say how layers are shared; everything else is fairseq's TransformerConfig."""
+
+    encoder_layer_plan: str = field(
+        default="",
+        metadata={
+            "help": "unique encoder layer applied at each depth, e.g. '0,1,0~,1~' (PET), "
+            "'0,0,0,0' (all shared), '0,1,2,3' (none); '~' swaps query and key projections "
+            "on that pass. Default: no sharing over --encoder-layers"
+        },
+    )
+    decoder_layer_plan: str = field(
+        default="", metadata={"help": "like --encoder-layer-plan, for the decoder"}
+    )
+    no_decoder_query_sharing: bool = field(
+        default=False,
+        metadata={
+            "help": "do not share the query projection between decoder self-attention and "
+            "encoder-decoder attention (PET's parameter-pair sharing, on by default)"
+        },
+    )
+
+
+def _layer_plan(cfg, side: str) -> LayerPlan:
+    """The plan of ``side`` ('encoder'/'decoder'); an empty option means no sharing."""
+    text = getattr(cfg, f"{side}_layer_plan", "") or ""
+    depth = getattr(cfg, side).layers
+    return LayerPlan.parse(text, f"--{side}-layer-plan") if text else LayerPlan.unshared(depth)
+
+
+def _with_layer_count(cfg, side: str, layers: int):
+    cfg = copy.deepcopy(cfg)
+    getattr(cfg, side).layers = layers
+    return cfg
+
+
+def _views(unique: nn.ModuleList, plan: LayerPlan, layerdrop: float) -> nn.ModuleList:
+    views = LayerDropModuleList(p=layerdrop) if layerdrop > 0.0 else nn.ModuleList()
+    views.extend(ReusedLayer(unique[s.index], swap_qk=s.swap_qk) for s in plan.steps)
+    return views
+
+
+class PETTransformerEncoder(TransformerEncoderBase):
+    """Transformer encoder that applies ``plan.num_unique`` layers at ``plan.depth`` depths."""
+
+    def __init__(self, cfg, dictionary, embed_tokens, return_fc: bool = False) -> None:
+        plan = _layer_plan(cfg, "encoder")
+        super().__init__(_with_layer_count(cfg, "encoder", plan.num_unique), dictionary, embed_tokens, return_fc)
+        self.cfg = cfg
+        self.layer_plan = plan
+        self.unique_layers = nn.ModuleList(list(self.layers))
+        self.layers = _views(self.unique_layers, plan, self.encoder_layerdrop)
+        self.num_layers = plan.depth
+
+
+class PETTransformerDecoder(TransformerDecoderBase):
+    """Transformer decoder with a layer plan and (optionally) a shared query projection."""
+
+    def __init__(self, cfg, dictionary, embed_tokens, no_encoder_attn: bool = False, output_projection=None) -> None:
+        plan = _layer_plan(cfg, "decoder")
+        super().__init__(
+            _with_layer_count(cfg, "decoder", plan.num_unique), dictionary, embed_tokens, no_encoder_attn, output_projection
+        )
+        self.cfg = cfg
+        self.layer_plan = plan
+        self.unique_layers = nn.ModuleList(list(self.layers))
+        if not no_encoder_attn and not getattr(cfg, "no_decoder_query_sharing", False):
+            for layer in self.unique_layers:
+                share_query_projection(layer)
+        self.layers = _views(self.unique_layers, plan, self.decoder_layerdrop)
+        self.num_layers = plan.depth
+
+
+@register_model("pet_transformer")
+class PETTransformerModel(TransformerModel):
+    """Transformer with reused layers (PET, Pea-KD, ALBERT-style sharing) via layer plans."""
+
+    @classmethod
+    def add_args(cls, parser) -> None:
+        super().add_args(parser)
+        gen_parser_from_dataclass(parser, PETSharingConfig(), delete_default=True)
+
+    @classmethod
+    def build_model(cls, args, task):
+        pet_base_architecture(args)
+        for side in ("encoder", "decoder"):
+            _check_depth(args, side)
+        return super().build_model(args, task)
+
+    @classmethod
+    def build_encoder(cls, cfg, src_dict, embed_tokens):
+        return PETTransformerEncoder(cfg, src_dict, embed_tokens)
+
+    @classmethod
+    def build_decoder(cls, cfg, tgt_dict, embed_tokens):
+        return PETTransformerDecoder(cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention)
+
+
+def _check_depth(args, side: str) -> None:
+    """A plan fixes the depth; a conflicting ``--{side}-layers`` is an error, not silently ignored."""
+    text = getattr(args, f"{side}_layer_plan", "")
+    if not text:
+        return
+    plan = LayerPlan.parse(text, f"--{side}-layer-plan")
+    layers = getattr(args, f"{side}_layers", None)
+    if layers is not None and layers != plan.depth:
+        raise ValueError(
+            f"--{side}-layers {layers} disagrees with --{side}-layer-plan {text!r} (depth {plan.depth}); "
+            f"drop --{side}-layers or change the plan"
+        )
+
+
+def _plan_depth(args, side: str):
+    text = getattr(args, f"{side}_layer_plan", "")
+    return LayerPlan.parse(text, f"--{side}-layer-plan").depth if text else None
+
+
+@register_model_architecture("pet_transformer", "pet_transformer")
+def pet_base_architecture(args) -> None:
+    """fairseq's base Transformer sizes; the depth follows the layer plan when one is given."""
+    args.encoder_layer_plan = getattr(args, "encoder_layer_plan", "")
+    args.decoder_layer_plan = getattr(args, "decoder_layer_plan", "")
+    args.no_decoder_query_sharing = getattr(args, "no_decoder_query_sharing", False)
+    for side in ("encoder", "decoder"):
+        if getattr(args, f"{side}_layers", None) is None and _plan_depth(args, side) is not None:
+            setattr(args, f"{side}_layers", _plan_depth(args, side))
+    base_architecture(args)
+
+
+@register_model_architecture("pet_transformer", "pet_iwslt_de_en")
+def pet_iwslt_de_en(args) -> None:
+    """The PET paper's IWSLT'14 student (Jeon et al. 2023, Table 1).
+
+    Encoder 320/640, 4 heads, 2 unique layers run as 4 (``0,1,0~,1~``); decoder 240/480, 4
+    heads, same plan, query projection shared between self- and cross-attention; decoder input
+    and output embeddings tied. With a 10k joined vocabulary this is ~18% of
+    ``transformer_iwslt_de_en``'s parameters (the paper's -81% memory).
+    """
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 320)
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 640)
+    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 4)
+    args.encoder_layer_plan = getattr(args, "encoder_layer_plan", "0,1,0~,1~")
+    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", 240)
+    args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", 480)
+    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", 4)
+    args.decoder_layer_plan = getattr(args, "decoder_layer_plan", "0,1,0~,1~")
+    args.share_decoder_input_output_embed = getattr(args, "share_decoder_input_output_embed", True)
+    pet_base_architecture(args)
+
+
+@register_model_architecture("pet_transformer", "pet_wmt_en_de")
+def pet_wmt_en_de(args) -> None:
+    """A WMT'14 en-de student with PET's sharing, sized against ``transformer_wmt_en_de``.
+
+    * width 320 / FFN 1280 / 8 heads on both sides, so the (large, 32-40k joined BPE)
+      embeddings can be shared by encoder, decoder and output (``--share-all-embeddings``,
+      as WMT teachers do): with 40k types this is ~31% of the teacher's parameters and the
+      embedding, not the layers, is most of it;
+    * encoder ``0,1,2,0~,1~,2~`` (3 unique layers run as 6): WMT has ~30x IWSLT's data and the
+      encoder runs once per sentence, so its depth costs little decoding time;
+    * decoder ``0,1,0~,1~`` (2 unique run as 4), as in PET: decoder depth sets decode speed.
+    """
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 320)
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 1280)
+    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 8)
+    args.encoder_layer_plan = getattr(args, "encoder_layer_plan", "0,1,2,0~,1~,2~")
+    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", 320)
+    args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", 1280)
+    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", 8)
+    args.decoder_layer_plan = getattr(args, "decoder_layer_plan", "0,1,0~,1~")
+    args.share_all_embeddings = getattr(args, "share_all_embeddings", True)
+    pet_base_architecture(args)
