@@ -8,7 +8,7 @@ import pytest
 import torch
 from fairseq.sequence_generator import SequenceGenerator
 
-from conftest import build, toy_dictionary, toy_task, unique_parameter_count
+from tests.conftest import build, toy_dictionary, toy_task, unique_parameter_count
 from pet_fairseq.modules.reused_layer import ReusedLayer
 
 TINY = dict(  # small but with PET's shape: different encoder/decoder widths, 2 unique layers as 4

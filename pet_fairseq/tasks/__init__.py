@@ -1,0 +1,1 @@
+from pet_fairseq.tasks import distillation, warmup  # noqa: F401

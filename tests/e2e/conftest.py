@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import REPO, VENV_BIN, shared_data  # noqa: E402
+from tests.conftest import REPO, VENV_BIN, shared_data
 
 USER_DIR = str(REPO / "pet_fairseq")
 

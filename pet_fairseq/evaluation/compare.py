@@ -1,0 +1,207 @@
+"""Compare a teacher with its students on one binarized test set: BLEU, memory, decode speed.
+
+    python -m pet_fairseq.evaluation.compare --data-bin data-bin/iwslt14.tokenized.de-en \\
+        --bpe subword_nmt --bpe-codes code --labels teacher,pet \\
+        checkpoints/teacher/checkpoint_best.pt checkpoints/pet/checkpoint_best.pt
+
+The first checkpoint is the reference: every ratio and BLEU delta is relative to it. Each model is
+decoded in its own subprocess (same beam, batch size and threads). A model that fails gets a
+``FAILED`` row and the exit status is 1; the others are still reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pet_fairseq.evaluation import bleu, report
+from pet_fairseq.evaluation.checkpoint import read_checkpoint, save_inference_state
+from pet_fairseq.evaluation.checks import check_dictionaries, check_subset, resolve_languages
+from pet_fairseq.evaluation.environment import describe_environment
+from pet_fairseq.evaluation.errors import EvaluationError
+from pet_fairseq.evaluation.ratios import add_ratios
+from pet_fairseq.evaluation.runner import run_decoder
+
+logger = logging.getLogger("pet_fairseq.evaluation.compare")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options (fairseq-generate's names where they overlap)."""
+    p = argparse.ArgumentParser(prog="python -m pet_fairseq.evaluation.compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("models", nargs="+", metavar="MODEL.pt", help="fairseq checkpoints; the first is the reference")
+    p.add_argument("--data-bin", required=True, type=Path, help="fairseq-preprocess output directory")
+    p.add_argument("--subset", default="test", help="binarized subset to translate (default: test)")
+    p.add_argument("--source-lang", help="default: from the checkpoint")
+    p.add_argument("--target-lang", help="default: from the checkpoint")
+    p.add_argument("--beam", type=int, default=5, help="beam size (default: 5)")
+    p.add_argument("--max-len-a", type=float, default=0, help="max output length = a * source length + b (default: 0)")
+    p.add_argument("--max-len-b", type=int, default=200, help="see --max-len-a (default: 200)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--batch-size", type=int, help="sentences per batch (default 64 unless --max-tokens)")
+    size.add_argument("--max-tokens", type=int, help="tokens per batch instead of --batch-size")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                   help="torch threads for every model (default: torch's, here %(default)s)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed passes per model; the median is reported (default: 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up batches before timing (default: 1)")
+    p.add_argument("--max-sentences", type=int, help="time only the first N sentences (BLEU uses the whole subset)")
+    p.add_argument("--bpe", choices=("subword_nmt", "sentencepiece"), help="BPE to remove from the output")
+    p.add_argument("--bpe-codes", help="subword-nmt codes file (with --bpe subword_nmt)")
+    p.add_argument("--sentencepiece-model", help="sentencepiece model (with --bpe sentencepiece)")
+    p.add_argument("--tokenizer", choices=("moses", "none"), default="moses",
+                   help="how the target side was tokenized; moses (default): detokenize with sacremoses for sacreBLEU")
+    p.add_argument("--labels", help="comma-separated names, one per model (default: from the paths)")
+    p.add_argument("--out-dir", type=Path, default=Path("runs/compare"),
+                   help="hypotheses, report.{md,json,png} (default: runs/compare)")
+    p.add_argument("--device", default="cpu", help="torch device for decoding, e.g. cpu or cuda:0 (default: cpu)")
+    p.add_argument("--keep-inference-checkpoints", action="store_true",
+                   help="keep the stripped checkpoints in OUT_DIR/checkpoints instead of a temporary directory")
+    return p
+
+
+def default_labels(paths: list[str]) -> list[str]:
+    """Names from the paths: the file stem, or the folder for ``checkpoint*.pt``; made unique."""
+    labels = []
+    for path in map(Path, paths):
+        name = path.parent.name if path.stem.startswith("checkpoint") and path.parent.name else path.stem
+        labels.append(name)
+    return [f"{name}-{labels[:i].count(name) + 1}" if labels.count(name) > 1 else name
+            for i, name in enumerate(labels)]
+
+
+def parse_labels(args: argparse.Namespace) -> list[str]:
+    """``--labels`` split on commas, or :func:`default_labels`; their count must match the models."""
+    if not args.labels:
+        return default_labels(args.models)
+    labels = [label.strip() for label in args.labels.split(",")]
+    if len(labels) != len(args.models) or len(set(labels)) != len(labels) or not all(labels):
+        raise EvaluationError(f"--labels needs {len(args.models)} distinct non-empty names, got {args.labels!r}")
+    return labels
+
+
+def file_stem(label: str) -> str:
+    """A label made safe for a file name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+
+
+def make_job(args: argparse.Namespace, label: str, checkpoint: Path, langs: tuple[str, str], workdir: Path) -> dict:
+    """The settings one decoding subprocess needs (identical for every model but the paths)."""
+    stem = file_stem(label)
+    return {
+        "label": label, "file_stem": stem, "checkpoint": str(checkpoint), "data_bin": str(args.data_bin.resolve()),
+        "subset": args.subset, "source_lang": langs[0], "target_lang": langs[1], "beam": args.beam,
+        "max_len_a": args.max_len_a, "max_len_b": args.max_len_b,
+        "batch_size": args.batch_size, "max_tokens": args.max_tokens, "threads": args.threads,
+        "repeats": args.repeats, "warmup": args.warmup, "max_sentences": args.max_sentences,
+        "bpe": args.bpe, "bpe_codes": args.bpe_codes, "sentencepiece_model": args.sentencepiece_model,
+        "tokenizer": args.tokenizer, "device": args.device, "out_dir": str(args.out_dir.resolve()),
+        "result_path": str(workdir / f"{stem}.result.json"),
+    }
+
+
+def score(files: dict[str, str]) -> dict:
+    """Both BLEU variants from the hypothesis/reference files a decoding process wrote."""
+    detok = bleu.detok_bleu(bleu.read_lines(files["hyp_detok"]), bleu.read_lines(files["ref_detok"]))
+    tok = bleu.tok_bleu(bleu.read_lines(files["hyp_tok"]), bleu.read_lines(files["ref_tok"]))
+    return {"detok": detok.score, "detok_signature": detok.signature, "detok_detail": detok.detail,
+            "tok": tok.score, "tok_signature": tok.signature, "tok_detail": tok.detail}
+
+
+def evaluate_model(args: argparse.Namespace, label: str, path: str, workdir: Path, ckpt_dir: Path) -> dict:
+    """Check, strip, decode and score one checkpoint; raises :class:`EvaluationError` on bad input."""
+    state = read_checkpoint(path)
+    langs = resolve_languages(state, args.data_bin, args.source_lang, args.target_lang)
+    check_subset(args.data_bin, args.subset, *langs)
+    check_dictionaries(state, args.data_bin, *langs)
+    stripped = ckpt_dir / f"{file_stem(label)}.inference.pt"
+    memory = {"checkpoint_bytes": Path(path).stat().st_size,
+              "inference_checkpoint_bytes": save_inference_state(state, stripped)}
+    del state
+    logger.info("%s: decoding %s (%s-%s) in a subprocess", label, args.subset, *langs)
+    result = run_decoder(make_job(args, label, stripped, langs, workdir), workdir / f"{file_stem(label)}.job.json")
+    memory.update(result["memory"])
+    return {"memory": memory, "speed": result["speed"], "sentences": result["sentences"],
+            "files": result["files"], "bleu": score(result["files"])}
+
+
+def evaluate_all(args: argparse.Namespace, labels: list[str]) -> list[dict]:
+    """One row per model, in order; a failure becomes a row with ``status: failed`` and the reason."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="pet-compare-") as tmp:
+        workdir = Path(tmp)
+        ckpt_dir = args.out_dir / "checkpoints" if args.keep_inference_checkpoints else workdir
+        for index, (label, path) in enumerate(zip(labels, args.models), start=1):
+            logger.info("[%d/%d] %s: %s", index, len(labels), label, path)
+            row = {"label": label, "checkpoint": str(path), "status": "ok", "error": None}
+            try:
+                row.update(evaluate_model(args, label, path, workdir, ckpt_dir))
+            except EvaluationError as exc:
+                logger.error("%s FAILED: %s", label, exc)
+                row.update(status="failed", error=str(exc))
+            except Exception as exc:  # an unexpected bug must not lose the other models' rows
+                logger.exception("%s FAILED unexpectedly", label)
+                row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+            rows.append(row)
+    add_ratios(rows)
+    return rows
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """The options that shape the figures, for the JSON report."""
+    keys = ("data_bin", "subset", "source_lang", "target_lang", "beam", "max_len_a", "max_len_b", "batch_size",
+            "max_tokens", "threads", "repeats", "warmup", "max_sentences", "bpe", "tokenizer", "device")
+    return {key: str(v) if isinstance(v := getattr(args, key), Path) else v for key in keys}
+
+
+def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject option combinations that cannot work before any model is loaded."""
+    if args.batch_size is None and args.max_tokens is None:
+        args.batch_size = 64
+    if not args.data_bin.is_dir():
+        parser.error(f"--data-bin {args.data_bin} is not a directory")
+    if args.bpe == "subword_nmt" and not args.bpe_codes:
+        parser.error("--bpe subword_nmt needs --bpe-codes")
+    if args.bpe == "sentencepiece" and not args.sentencepiece_model:
+        parser.error("--bpe sentencepiece needs --sentencepiece-model")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available")
+    if min(args.repeats, args.threads, args.beam) < 1 or args.warmup < 0:
+        parser.error("--repeats, --threads and --beam must be >= 1, --warmup >= 0")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparison; print the table; write report.json and report.png to ``--out-dir``."""
+    logging.basicConfig(level=logging.INFO, format="[compare] %(message)s", stream=sys.stderr, force=True)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    validate_args(parser, args)
+    try:
+        labels = parse_labels(args)
+    except EvaluationError as exc:
+        parser.error(str(exc))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    rows = evaluate_all(args, labels)
+    table = report.markdown_table(rows)
+    print(table)
+    for line in report.signatures(rows):
+        print(line)
+    env = describe_environment(args.device, args.threads)
+    report.write_json(args.out_dir / "report.json", {"environment": env, "settings": settings(args),
+                                                     "reference": labels[0], "models": rows})
+    (args.out_dir / "report.md").write_text(table + "\n", encoding="utf-8")
+    if report.plot(args.out_dir / "report.png", rows):
+        logger.info("wrote %s", args.out_dir / "report.png")
+    logger.info("wrote %s and %s", args.out_dir / "report.json", args.out_dir / "report.md")
+    failed = [row["label"] for row in rows if row["status"] != "ok"]
+    if failed:
+        logger.error("failed: %s", ", ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The per-model decoding process: ``python -m pet_fairseq.evaluation.decode --job JOB.json``.
+
+One process per model, so that its peak resident memory (``ru_maxrss``) is that model's alone.
+It mirrors ``fairseq-generate``: ``load_model_ensemble_and_task`` with ``data`` overridden,
+``task.build_generator``, ``task.get_batch_iterator`` over the subset, ``task.inference_step``.
+It writes de-BPE'd hypotheses (tokenized and detokenized), the references, and a result JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from fairseq import checkpoint_utils, utils
+from fairseq.data import BaseWrapperDataset
+from fairseq.dataclass.configs import GenerationConfig
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+import pet_fairseq  # noqa: F401  (registers pet_transformer etc. and safe checkpoint loading)
+from pet_fairseq.evaluation import memory
+from pet_fairseq.evaluation.bleu import write_lines
+from pet_fairseq.evaluation.errors import EvaluationError
+from pet_fairseq.evaluation.postprocess import build_bpe_decoder, build_detokenizer
+from pet_fairseq.evaluation.speed import measure_speed
+
+logger = logging.getLogger("pet_fairseq.evaluation.decode")
+
+
+@dataclass
+class Decoder:
+    """A loaded model with everything needed to decode batches like fairseq-generate."""
+
+    task: Any
+    model: torch.nn.Module
+    generator: Any
+    device: torch.device
+
+    def translate(self, sample: dict) -> list:
+        """Beam search on one collated batch; returns fairseq's per-sentence hypothesis lists."""
+        return self.task.inference_step(self.generator, [self.model], sample)
+
+
+def load_decoder(job: dict) -> Decoder:
+    """Load the checkpoint and subset, move the model to the device and build the generator."""
+    overrides = {"data": job["data_bin"], "source_lang": job["source_lang"], "target_lang": job["target_lang"]}
+    models, saved_cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+        [job["checkpoint"]], arg_overrides=overrides
+    )
+    task.load_dataset(job["subset"], task_cfg=saved_cfg.task)
+    device = torch.device(job["device"])
+    model = models[0].to(device).eval()
+    gen_cfg = OmegaConf.structured(
+        GenerationConfig(beam=job["beam"], max_len_a=job["max_len_a"], max_len_b=job["max_len_b"])
+    )
+    model.prepare_for_inference_(OmegaConf.create({"generation": gen_cfg}))
+    return Decoder(task=task, model=model, generator=task.build_generator([model], gen_cfg), device=device)
+
+
+class FirstSentences(BaseWrapperDataset):
+    """A dataset view that yields only the sentences with id < ``limit`` (``--max-sentences``)."""
+
+    def __init__(self, dataset: Any, limit: int):
+        super().__init__(dataset)
+        self.limit = limit
+
+    def ordered_indices(self):
+        indices = self.dataset.ordered_indices()
+        return indices[indices < self.limit]
+
+
+def make_batches(decoder: Decoder, job: dict, limit: int | None = None) -> list[dict]:
+    """Collated batches of the subset (first ``limit`` sentences) in fairseq-generate's order, on the device."""
+    task = decoder.task
+    dataset = task.dataset(job["subset"])
+    if limit is not None and limit < len(dataset):
+        dataset = FirstSentences(dataset, limit)
+    iterator = task.get_batch_iterator(
+        dataset=dataset,
+        max_tokens=job["max_tokens"],
+        max_sentences=job["batch_size"],
+        max_positions=utils.resolve_max_positions(task.max_positions(), decoder.model.max_positions()),
+        required_batch_size_multiple=8,
+        seed=1,
+    ).next_epoch_itr(shuffle=False)
+    batches = [sample for sample in iterator if "net_input" in sample]
+    expected = len(dataset.ordered_indices()) if isinstance(dataset, FirstSentences) else len(dataset)
+    decoded = sum(len(sample["id"]) for sample in batches)
+    if decoded != expected:  # e.g. fairseq 0.12 dropping a last partial batch (see pet_fairseq.compat)
+        raise EvaluationError(f"batching kept {decoded} of {expected} sentences of {job['subset']}; "
+                              "BLEU and speed would be measured on the wrong set")
+    return [utils.move_to_cuda(s, decoder.device) if decoder.device.type == "cuda" else s for s in batches]
+
+
+def _strip_symbols(decoder: Decoder) -> set:
+    return getattr(decoder.generator, "symbols_to_strip_from_output", {decoder.generator.eos})
+
+
+def translate_subset(decoder: Decoder, batches: list[dict], unbpe: Callable[[str], str]) -> tuple[list[str], list[str]]:
+    """Top hypotheses and references, de-BPE'd, in sentence-id order (like fairseq-generate's H/T lines)."""
+    tgt_dict = decoder.task.target_dictionary
+    strip = _strip_symbols(decoder)
+    hyps: dict[int, str] = {}
+    refs: dict[int, str] = {}
+    for sample in tqdm(batches, desc="translate", unit="batch", file=sys.stderr, mininterval=2.0):
+        hypos = decoder.translate(sample)
+        for i, sample_id in enumerate(sample["id"].tolist()):
+            target = utils.strip_pad(sample["target"][i, :], tgt_dict.pad()).int().cpu()
+            refs[sample_id] = unbpe(tgt_dict.string(target, None, escape_unk=True, extra_symbols_to_ignore=strip))
+            hypo_tokens = hypos[i][0]["tokens"].int().cpu()
+            hyps[sample_id] = unbpe(tgt_dict.string(hypo_tokens, None, extra_symbols_to_ignore=strip))
+    order = sorted(hyps)
+    return [hyps[i] for i in order], [refs[i] for i in order]
+
+
+def decode_pass(decoder: Decoder, batches: list[dict]) -> tuple[int, int]:
+    """Translate every batch once; returns (sentences, generated target tokens incl. EOS)."""
+    sentences = tokens = 0
+    for sample in batches:
+        hypos = decoder.translate(sample)
+        sentences += len(hypos)
+        tokens += sum(len(h[0]["tokens"]) for h in hypos)
+    if decoder.device.type == "cuda":
+        torch.cuda.synchronize(decoder.device)
+    return sentences, tokens
+
+
+def _write_texts(job: dict, hyps: list[str], refs: list[str], detok: Callable[[str], str]) -> dict[str, str]:
+    out = Path(job["out_dir"])
+    stem, subset = job["file_stem"], job["subset"]
+    paths = {
+        "hyp_tok": out / f"{stem}.{subset}.hyp.tok.txt",
+        "hyp_detok": out / f"{stem}.{subset}.hyp.detok.txt",
+        "ref_tok": out / f"{subset}.ref.tok.txt",
+        "ref_detok": out / f"{subset}.ref.detok.txt",
+    }
+    write_lines(paths["hyp_tok"], hyps)
+    write_lines(paths["hyp_detok"], [detok(h) for h in hyps])
+    write_lines(paths["ref_tok"], refs)
+    write_lines(paths["ref_detok"], [detok(r) for r in refs])
+    return {key: str(path) for key, path in paths.items()}
+
+
+def run_job(job: dict) -> dict:
+    """Decode the subset for BLEU, then time it; return every figure of this model."""
+    torch.set_num_threads(job["threads"])
+    device = torch.device(job["device"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_before_load = memory.current_rss_bytes()
+    decoder = load_decoder(job)
+    unbpe = build_bpe_decoder(job["bpe"], job.get("bpe_codes"), job.get("sentencepiece_model"))
+    hyps, refs = translate_subset(decoder, make_batches(decoder, job), unbpe)
+    files = _write_texts(job, hyps, refs, build_detokenizer(job["tokenizer"], job["target_lang"]))
+    timed_batches = make_batches(decoder, job, job.get("max_sentences"))
+    logger.info("timing %d sentences: %d warm-up batch, %d repeats", sum(len(b["id"]) for b in timed_batches),
+                job["warmup"], job["repeats"])
+    speed = measure_speed(lambda: decode_pass(decoder, timed_batches), job["repeats"], job["warmup"],
+                          warmup_fn=lambda: decode_pass(decoder, timed_batches[:1]))
+    return {
+        "sentences": len(hyps),
+        "files": files,
+        "threads": torch.get_num_threads(),
+        "memory": {
+            "unique_parameters": memory.unique_parameter_count(decoder.model),
+            "registered_parameters": memory.registered_parameters(decoder.model),
+            "rss_before_load_bytes": rss_before_load,
+            "peak_rss_bytes": memory.peak_rss_bytes(),
+            "peak_gpu_bytes": memory.peak_gpu_bytes(device),
+        },
+        "speed": speed.to_dict(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one job file; write ``{"status": "ok", ...}`` or ``{"status": "failed", "error": ...}``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", required=True, help="JSON job file written by pet_fairseq.evaluation.runner")
+    job_path = Path(parser.parse_args(argv).job)
+    job = json.loads(job_path.read_text())
+    logging.basicConfig(level=logging.INFO, format=f"[decode {job['label']}] %(message)s", stream=sys.stderr,
+                        force=True)
+    result_path = Path(job["result_path"])
+    try:
+        result = {"status": "ok", **run_job(job)}
+    except EvaluationError as exc:
+        result = {"status": "failed", "error": str(exc)}
+    except Exception as exc:  # reported in the model's row; the traceback goes to the log
+        logger.exception("decoding failed")
+        result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}".strip().splitlines()[0]}
+    result_path.write_text(json.dumps(result, indent=2))
+    return 0 if result["status"] == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+"""The one exception type the comparison tool reports as a clear, user-facing message."""
+
+
+class EvaluationError(Exception):
+    """A problem with the user's input (checkpoint, data-bin, options), explained in the message.
+
+    The comparison tool prints the message in the model's row (``FAILED: ...``) instead of a
+    traceback, and carries on with the other models.
+    """

@@ -1,0 +1,99 @@
+"""teacher -> warm-up -> KD with the real CLIs (scripts/train_pet.sh, fairseq-train, fairseq-generate)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+from tests.e2e.conftest import USER_DIR, fairseq, run, train_losses
+
+pytestmark = pytest.mark.e2e
+
+TINY_TEACHER = ["--arch", "transformer", "--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim", "64",
+                "--decoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128",
+                "--share-all-embeddings"]
+TINY_STUDENT = ["--encoder-embed-dim", "48", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "96",
+                "--decoder-ffn-embed-dim", "64"]
+MAPS = ["--encoder-layer-map", "1:2,2:4", "--decoder-layer-map", "1:2,2:4"]
+OPTIM = ["--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "2e-3", "--lr-scheduler", "inverse_sqrt",
+         "--warmup-updates", "10", "--max-tokens", "2000", "--cpu", "--seed", "3", "--log-format", "json", "--log-interval", "5"]
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def teacher(multi30k_bin, tmp_path_factory):
+    save = tmp_path_factory.mktemp("teacher")
+    run([fairseq("train"), str(multi30k_bin), *TINY_TEACHER, *OPTIM, "--criterion", "label_smoothed_cross_entropy",
+         "--label-smoothing", "0.1", "--max-update", "40", "--save-dir", str(save), "--no-epoch-checkpoints"])
+    return save / "checkpoint_last.pt"
+
+
+def test_train_pet_recipe_end_to_end(multi30k_bin, teacher, tmp_path):
+    teacher_sha = sha256(teacher)
+    cmd = ["bash", str(REPO / "scripts" / "train_pet.sh"), "--data-bin", str(multi30k_bin), "--out", str(tmp_path / "run"),
+           "--teacher", str(teacher), "--cpu", "--warmup-epochs", "1", "--kd-max-update", "15", "--max-tokens", "2000",
+           "--lr", "2e-3", "--warmup-updates", "10", "--student-args", " ".join(TINY_STUDENT),
+           "--warmup-args", "--log-format json --log-interval 4 --confidence-threshold 0.3",
+           "--kd-args", " ".join(MAPS + ["--log-format", "json", "--log-interval", "5"])]
+    run(cmd)
+    warmup_log = (tmp_path / "run" / "warmup" / "train.log").read_text()
+    warmup = train_losses(warmup_log)
+    assert len(warmup) >= 4 and warmup[-1] < warmup[0], warmup
+    kd_log = (tmp_path / "run" / "kd" / "train.log").read_text()
+    kd_lines = [json.loads(line.split("| train_inner | ", 1)[1]) for line in kd_log.splitlines() if "| train_inner |" in line]
+    assert kd_lines and all(k in kd_lines[0] for k in ("kd_loss", "inter_loss", "nll_loss", "ppl"))
+    assert sha256(teacher) == teacher_sha  # the teacher file is never written
+
+    student = tmp_path / "run" / "kd" / "checkpoint_best.pt"
+    state = torch.load(student, map_location="cpu")
+    assert not any("teacher" in k for k in state["model"])
+    assert set(state["criterion"]) == {f"{s}_projections.{i}.weight" for s in ("encoder", "decoder") for i in (0, 1)}
+    gen = run([fairseq("generate"), str(multi30k_bin), "--user-dir", USER_DIR, "--path", str(student),
+               "--gen-subset", "test", "--beam", "5", "--batch-size", "64", "--cpu", "--scoring", "sacrebleu"])
+    assert sum(line.startswith("H-") for line in gen.stdout.splitlines()) == 100
+
+    again = run(cmd)  # finished stages are reused, not retrained or overwritten
+    assert "warm-up: reusing" in again.stderr and "KD: reusing" in again.stderr
+
+
+def kd_cmd(data, teacher, save, max_epoch: int) -> list[str]:
+    return [fairseq("train"), str(data), "--user-dir", USER_DIR, "--task", "pet_distillation", "--teacher-path", str(teacher),
+            "--criterion", "pet_kd", "--arch", "pet_iwslt_de_en", *TINY_STUDENT, *MAPS, *OPTIM,
+            "--max-epoch", str(max_epoch), "--save-dir", str(save), "--no-epoch-checkpoints", "--dropout", "0.1"]
+
+
+def inner_stats(log: str) -> list[dict]:
+    return [json.loads(line.split("| train_inner | ", 1)[1]) for line in log.splitlines() if "| train_inner | " in line]
+
+
+def epoch_stats(log: str) -> dict:
+    """The last end-of-epoch line of a ``--log-format json`` log (keys are prefixed ``train_``)."""
+    lines = [json.loads(line.split("| train | ", 1)[1]) for line in log.splitlines() if "| train | " in line]
+    return {k.removeprefix("train_"): v for k, v in lines[-1].items()}
+
+
+def test_kd_resume_equals_straight_run(multi30k_bin, teacher, tmp_path):
+    straight = run(kd_cmd(multi30k_bin, teacher, tmp_path / "straight", 2))
+    first = run(kd_cmd(multi30k_bin, teacher, tmp_path / "resumed", 1))
+    resumed = run(kd_cmd(multi30k_bin, teacher, tmp_path / "resumed", 2))
+    assert "Loaded checkpoint" in resumed.stdout + resumed.stderr
+    assert f"teacher {teacher}" in resumed.stdout + resumed.stderr  # the teacher is reloaded from --teacher-path
+    a, b = epoch_stats(straight.stdout + straight.stderr), epoch_stats(resumed.stdout + resumed.stderr)
+    assert a["epoch"] == b["epoch"] == 2 and a["num_updates"] == b["num_updates"]
+    inner_a = {d["num_updates"]: d for d in inner_stats(straight.stdout + straight.stderr)}
+    inner_b = inner_stats(resumed.stdout + resumed.stderr)[1:]  # the first window straddles the resume point
+    assert len(inner_b) >= 2, "the resumed run logged too few updates"
+    for d in inner_b:  # every later logging window after resuming matches the straight run
+        for key in ("loss", "kd_loss", "inter_loss", "nll_loss"):
+            assert abs(float(inner_a[d["num_updates"]][key]) - float(d[key])) < 1e-4, (key, inner_a[d["num_updates"]], d)
+    wa = torch.load(tmp_path / "straight" / "checkpoint_last.pt", map_location="cpu")["model"]
+    wb = torch.load(tmp_path / "resumed" / "checkpoint_last.pt", map_location="cpu")["model"]
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
+    assert epoch_stats(first.stdout + first.stderr)["epoch"] == 1

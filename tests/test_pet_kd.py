@@ -1,0 +1,128 @@
+"""pet_kd: loss against a hand-computed reference, padding, layer maps, projections."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pet_fairseq.criterions.pet_kd import kd_kl_loss, parse_layer_map
+from pet_fairseq.tasks.distillation import forward_with_states
+from tests.distill_helpers import LAYER_MAPS, distillation, teacher_checkpoint, toy_sample
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    data, path, _ = teacher_checkpoint(tmp_path_factory.mktemp("kd"))
+    task, student, criterion = distillation(data, path, *LAYER_MAPS, "--kd-alpha", "0.3", "--kd-temperature", "2",
+                                            "--inter-beta", "5", "--label-smoothing", "0.1")
+    return task, student.eval(), criterion
+
+
+def reference_loss(task, student, criterion, sample):
+    """The PET KD loss written out token by token (loops on purpose: an independent computation)."""
+    s = forward_with_states(student, sample["net_input"])
+    t = forward_with_states(task.teacher, sample["net_input"])
+    pad, target = task.target_dictionary.pad(), sample["target"]
+    V, eps, tau = s.logits.size(-1), 0.1, 2.0
+    ce = kl = 0.0
+    for b in range(target.size(0)):
+        for i in range(target.size(1)):
+            if target[b, i] == pad:
+                continue
+            lp = F.log_softmax(s.logits[b, i].double(), -1)
+            eps_i = eps / (V - 1)
+            ce += -(1 - eps - eps_i) * lp[target[b, i]] - eps_i * lp.sum()
+            p_t = F.softmax(t.logits[b, i].double() / tau, -1)
+            kl += (p_t * (p_t.log() - F.log_softmax(s.logits[b, i].double() / tau, -1))).sum()
+    inter = []
+    src_pad = sample["net_input"]["src_tokens"].eq(task.source_dictionary.pad())
+    for (ti, si), proj in zip(criterion.encoder_map, criterion.encoder_projections):
+        total = 0.0
+        for b in range(src_pad.size(0)):
+            for n in range(src_pad.size(1)):
+                if not src_pad[b, n]:
+                    hs = F.layer_norm(proj(s.encoder_states[si][n, b]).double(), (32,))
+                    ht = F.layer_norm(t.encoder_states[ti][n, b].double(), (32,))
+                    total += ((hs - ht) ** 2).mean()
+        inter.append(total)
+    for (ti, si), proj in zip(criterion.decoder_map, criterion.decoder_projections):
+        total = 0.0
+        for b in range(target.size(0)):
+            for n in range(target.size(1)):
+                if target[b, n] != pad:
+                    hs = F.layer_norm(proj(s.decoder_states[si][n, b]).double(), (32,))
+                    ht = F.layer_norm(t.decoder_states[ti][n, b].double(), (32,))
+                    total += ((hs - ht) ** 2).mean()
+        inter.append(total)
+    inter = sum(inter) / len(inter)
+    return (1 - 0.3) * ce + 0.3 * tau**2 * kl + 5 * inter, kl, inter
+
+
+def test_kd_loss_equals_hand_computed_reference(setup):
+    task, student, criterion = setup
+    sample = toy_sample(task.target_dictionary)
+    assert sample["target"].eq(task.target_dictionary.pad()).any()  # the batch really has padding
+    assert sample["net_input"]["src_tokens"].eq(task.source_dictionary.pad()).any()
+    with torch.no_grad():
+        loss, sample_size, log = criterion(student, sample)
+        ref, ref_kl, ref_inter = reference_loss(task, student, criterion, sample)
+    assert sample_size == sample["ntokens"]
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert log["kd_loss"].item() == pytest.approx(ref_kl.item(), rel=1e-5)
+    assert log["inter_loss"].item() == pytest.approx(ref_inter.item(), rel=1e-5)
+    assert ref_kl > 0 and ref_inter > 0
+
+
+def test_pad_positions_contribute_nothing_to_kl():
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 5, 11, generator=g), torch.randn(2, 5, 11, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    before = kd_kl_loss(student, teacher, mask, 3.0)
+    student[~mask], teacher[~mask] = 100 * torch.randn(2, 11), -50 * torch.randn(2, 11)
+    assert kd_kl_loss(student, teacher, mask, 3.0).item() == pytest.approx(before.item(), rel=1e-6)
+    assert kd_kl_loss(teacher, teacher, mask, 3.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_projections_are_training_only_and_shaped_student_to_teacher(setup):
+    _, student, criterion = setup
+    assert [tuple(p.weight.shape) for p in criterion.encoder_projections] == [(32, 24), (32, 24)]
+    assert [tuple(p.weight.shape) for p in criterion.decoder_projections] == [(32, 16), (32, 16)]
+    assert not any("projection" in k and "output_projection" not in k for k in student.state_dict())
+    assert set(criterion.state_dict()) == {f"{side}_projections.{i}.weight" for side in ("encoder", "decoder") for i in (0, 1)}
+
+
+def test_loss_terms_are_logged_for_fairseq(setup):
+    task, student, criterion = setup
+    with torch.no_grad():
+        _, _, log = criterion(student, toy_sample(task.target_dictionary))
+    from fairseq.logging import metrics
+
+    with metrics.aggregate() as agg:
+        type(criterion).reduce_metrics([log])
+    values = agg.get_smoothed_values()
+    for key in ("loss", "nll_loss", "ppl", "kd_loss", "inter_loss", "ce_loss"):
+        assert key in values
+    assert values["kd_loss"] == pytest.approx(log["kd_loss"].item() / log["sample_size"] / math.log(2), abs=1e-3)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("2:1,4", "'4' is not TEACHER:STUDENT"),
+    ("a:b", "'a:b' is not TEACHER:STUDENT"),
+    ("7:1", "pair 7:1 is out of range; the teacher has 6 layers and the student 4"),
+    ("2:5", "pair 2:5 is out of range"),
+])
+def test_invalid_layer_maps_are_clear_errors(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_layer_map(text, 6, 4, "--encoder-layer-map")
+
+
+def test_layer_map_parses_the_papers_default():
+    assert parse_layer_map("2:1,4:2,6:4", 6, 4, "x") == [(2, 1), (4, 2), (6, 4)]
+    assert parse_layer_map("", 6, 4, "x") == []
+
+
+def test_default_layer_map_against_a_shallow_teacher_says_what_to_do(tmp_path):
+    data, path, _ = teacher_checkpoint(tmp_path)
+    with pytest.raises(ValueError, match="--encoder-layer-map '2:1,4:2,6:4': pair 4:2 is out of range; the teacher has 2"):
+        distillation(data, path)
