@@ -376,3 +376,34 @@ def test_plot_writes_a_png(tmp_path):
     rows = [_row("teacher", 1_000_000, 4, 2.0, 30.0, 32.0), _row("pet", 250_000, 1, 0.5, 28.5, 31.0)]
     assert report.plot(tmp_path / "p.png", rows)
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --- training step time from fairseq-train logs -------------------------------------------------
+
+SIMPLE_LOG = """\
+2026-11-28 21:14:41 | INFO | train_inner | epoch 001:     20 / 126 loss=12.5, num_updates=20, train_wall=36
+2026-11-28 21:20:21 | INFO | train | epoch 001 | loss 0.007 | nll_loss 14.136 | wps 1304 | num_updates 126 | lr 0.00126 | train_wall 324 | wall 334
+2026-11-28 21:21:08 | INFO | train | epoch 002 | loss 0.005 | nll_loss 12.1 | wps 1310 | num_updates 150 | lr 0.00122 | train_wall 60 | wall 398
+"""
+
+
+def test_training_cost_sums_epochs_of_a_simple_log():
+    from pet_fairseq.evaluation.training_cost import training_cost
+
+    cost = training_cost(SIMPLE_LOG)
+    assert (cost.updates, cost.train_seconds) == (150, 384.0)
+    assert cost.seconds_per_update == pytest.approx(2.56)
+
+
+def test_training_cost_reads_json_logs_and_rejects_logs_without_epochs(tmp_path, capsys):
+    from pet_fairseq.evaluation.training_cost import main, training_cost
+
+    line = '2026-11-28 | INFO | train | {"epoch": 1, "train_loss": "9.3", "train_num_updates": "40", "train_train_wall": "20"}'
+    assert training_cost(line).seconds_per_update == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="no end-of-epoch"):
+        training_cost("| train_inner | epoch 001: loss=3")
+    (tmp_path / "a.log").write_text(line + "\n")
+    (tmp_path / "b.log").write_text(SIMPLE_LOG)
+    assert main([f"plain={tmp_path / 'a.log'}", f"kd={tmp_path / 'b.log'}"]) == 0
+    out = capsys.readouterr().out
+    assert "| plain | 40 | 20 | 0.50 | 1.00 |" in out and "| kd | 150 | 384 | 2.56 | 5.12 |" in out

@@ -12,7 +12,8 @@ MB = 1024 * 1024
 
 COLUMNS = (
     "model", DETOK_LABEL, TOK_LABEL, "unique params", "ckpt MB (inference)", "peak RSS MB",
-    "sent/s", "tok/s", "params ×", "size ×", "speed × (sent/s)", "Δ BLEU detok", "Δ BLEU tok",
+    "sent/s", "tok/s", "params ×", "size ×", "RSS ×", "speed × (sent/s)", "speed × (tok/s)", "Δ BLEU detok",
+    "Δ BLEU tok",
 )
 
 
@@ -37,7 +38,9 @@ def table_row(row: dict) -> list[str]:
         f"{speed['tokens_per_second']:.0f}",
         _fmt(ratios.get("unique_parameters"), ".3f"),
         _fmt(ratios.get("inference_checkpoint_bytes"), ".3f"),
+        _fmt(ratios.get("peak_rss_bytes"), ".2f"),
         _fmt(ratios.get("sentences_per_second"), ".2f"),
+        _fmt(ratios.get("tokens_per_second"), ".2f"),
         _fmt(ratios.get("bleu_detok_delta"), "+.2f"),
         _fmt(ratios.get("bleu_tok_delta"), "+.2f"),
     ]
