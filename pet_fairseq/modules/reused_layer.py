@@ -76,10 +76,11 @@ def share_query_projection(decoder_layer: nn.Module) -> None:
     tensor is stored and counted once and gets gradient from both uses.
     """
     self_q, cross_attn = decoder_layer.self_attn.q_proj, decoder_layer.encoder_attn
-    if self_q.weight.shape != cross_attn.q_proj.weight.shape:
+    shape = lambda m: (m.in_features, m.out_features, type(m).__name__)  # noqa: E731
+    if shape(self_q) != shape(cross_attn.q_proj):
         raise ValueError(
-            f"cannot share the query projection: self-attention {tuple(self_q.weight.shape)} vs "
-            f"encoder-decoder attention {tuple(cross_attn.q_proj.weight.shape)}"
+            f"cannot share the query projection: self-attention {shape(self_q)} vs "
+            f"encoder-decoder attention {shape(cross_attn.q_proj)}"
         )
     del cross_attn._modules["q_proj"]
     cross_attn.__dict__["q_proj"] = self_q

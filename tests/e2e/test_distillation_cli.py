@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import json
 
 import pytest
@@ -28,30 +29,35 @@ def sha256(path) -> str:
 
 
 @pytest.fixture(scope="module")
-def teacher(multi30k_bin, tmp_path_factory):
-    save = tmp_path_factory.mktemp("teacher")
-    run([fairseq("train"), str(multi30k_bin), *TINY_TEACHER, *OPTIM, "--criterion", "label_smoothed_cross_entropy",
-         "--label-smoothing", "0.1", "--max-update", "40", "--save-dir", str(save), "--no-epoch-checkpoints"])
-    return save / "checkpoint_last.pt"
-
-
-def test_train_pet_recipe_end_to_end(multi30k_bin, teacher, tmp_path):
-    teacher_sha = sha256(teacher)
-    cmd = ["bash", str(REPO / "scripts" / "train_pet.sh"), "--data-bin", str(multi30k_bin), "--out", str(tmp_path / "run"),
-           "--teacher", str(teacher), "--cpu", "--warmup-epochs", "1", "--kd-max-update", "15", "--max-tokens", "2000",
-           "--lr", "2e-3", "--warmup-updates", "10", "--student-args", " ".join(TINY_STUDENT),
+def recipe(multi30k_bin, tmp_path_factory):
+    """scripts/train_pet.sh end to end: teacher (40 updates), warm-up (1 epoch), KD (15 updates)."""
+    out = tmp_path_factory.mktemp("recipe") / "run"
+    cmd = ["bash", str(REPO / "scripts" / "train_pet.sh"), "--data-bin", str(multi30k_bin), "--out", str(out), "--cpu",
+           "--teacher-arch", "transformer", "--teacher-max-update", "40", "--teacher-args", " ".join(TINY_TEACHER[2:]),
+           "--warmup-epochs", "1", "--kd-max-update", "15", "--max-tokens", "2000", "--lr", "2e-3",
+           "--warmup-updates", "10", "--student-args", " ".join(TINY_STUDENT),
            "--warmup-args", "--log-format json --log-interval 4 --confidence-threshold 0.3",
            "--kd-args", " ".join(MAPS + ["--log-format", "json", "--log-interval", "5"])]
     run(cmd)
-    warmup_log = (tmp_path / "run" / "warmup" / "train.log").read_text()
-    warmup = train_losses(warmup_log)
+    return cmd, out
+
+
+@pytest.fixture(scope="module")
+def teacher(recipe):
+    return recipe[1] / "teacher" / "checkpoint_last.pt"
+
+
+def test_train_pet_recipe_end_to_end(recipe, multi30k_bin):
+    cmd, out = recipe
+    warmup = train_losses((out / "warmup" / "train.log").read_text())
     assert len(warmup) >= 4 and warmup[-1] < warmup[0], warmup
-    kd_log = (tmp_path / "run" / "kd" / "train.log").read_text()
+    kd_log = (out / "kd" / "train.log").read_text()
     kd_lines = [json.loads(line.split("| train_inner | ", 1)[1]) for line in kd_log.splitlines() if "| train_inner |" in line]
     assert kd_lines and all(k in kd_lines[0] for k in ("kd_loss", "inter_loss", "nll_loss", "ppl"))
-    assert sha256(teacher) == teacher_sha  # the teacher file is never written
+    teacher = out / "teacher" / "checkpoint_last.pt"
+    assert teacher.stat().st_mtime <= (out / "teacher" / ".done").stat().st_mtime  # never written after its stage
 
-    student = tmp_path / "run" / "kd" / "checkpoint_best.pt"
+    student = out / "kd" / "checkpoint_best.pt"
     state = torch.load(student, map_location="cpu")
     assert not any("teacher" in k for k in state["model"])
     assert set(state["criterion"]) == {f"{s}_projections.{i}.weight" for s in ("encoder", "decoder") for i in (0, 1)}
@@ -59,8 +65,10 @@ def test_train_pet_recipe_end_to_end(multi30k_bin, teacher, tmp_path):
                "--gen-subset", "test", "--beam", "5", "--batch-size", "64", "--cpu", "--scoring", "sacrebleu"])
     assert sum(line.startswith("H-") for line in gen.stdout.splitlines()) == 100
 
+    sha = sha256(teacher)
     again = run(cmd)  # finished stages are reused, not retrained or overwritten
-    assert "warm-up: reusing" in again.stderr and "KD: reusing" in again.stderr
+    assert "teacher: reusing" in again.stderr and "warm-up: reusing" in again.stderr and "KD: reusing" in again.stderr
+    assert sha256(teacher) == sha
 
 
 def kd_cmd(data, teacher, save, max_epoch: int) -> list[str]:
@@ -97,3 +105,22 @@ def test_kd_resume_equals_straight_run(multi30k_bin, teacher, tmp_path):
     wb = torch.load(tmp_path / "resumed" / "checkpoint_last.pt", map_location="cpu")["model"]
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
     assert epoch_stats(first.stdout + first.stderr)["epoch"] == 1
+
+
+def test_kronecker_student_from_teacher_trains_with_kd_and_decodes(multi30k_bin, teacher, tmp_path):
+    init = tmp_path / "kron_init.pt"
+    run([sys.executable, "-m",
+         "pet_fairseq.kronecker_init", str(teacher), str(init), "--kronecker-ffn", "4,4", "--kronecker-attention", "2,2",
+         "--encoder-layer-plan", "0,1,0~,1~", "--decoder-layer-plan", "0,1,0~,1~"])
+    save = tmp_path / "kron"
+    proc = run([fairseq("train"), str(multi30k_bin), "--user-dir", USER_DIR, "--task", "pet_distillation",
+                "--teacher-path", str(teacher), "--criterion", "pet_kd", *MAPS, "--arch", "pet_transformer",
+                *TINY_TEACHER[2:], "--encoder-layer-plan", "0,1,0~,1~", "--decoder-layer-plan", "0,1,0~,1~",
+                "--encoder-layers", "4", "--decoder-layers", "4", "--no-decoder-query-sharing",
+                "--kronecker-ffn", "4,4", "--kronecker-attention", "2,2", "--finetune-from-model", str(init),
+                *OPTIM, "--max-update", "30", "--save-dir", str(save), "--no-epoch-checkpoints"])
+    losses = train_losses(proc.stdout + proc.stderr)
+    assert len(losses) >= 5 and losses[-1] < losses[0], losses
+    gen = run([fairseq("generate"), str(multi30k_bin), "--user-dir", USER_DIR, "--path", str(save / "checkpoint_last.pt"),
+               "--gen-subset", "test", "--beam", "5", "--batch-size", "64", "--cpu"])
+    assert sum(line.startswith("H-") for line in gen.stdout.splitlines()) == 100
