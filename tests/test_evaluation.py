@@ -366,8 +366,8 @@ def test_markdown_table_has_labelled_bleu_columns_ratios_and_failed_rows():
     lines = report.markdown_table(rows).splitlines()
     assert "BLEU (sacrebleu detok)" in lines[0] and "BLEU (tok, IWSLT-style)" in lines[0]
     cells = [c.strip() for c in lines[3].split("|")[1:-1]]
-    assert cells == ["pet", "28.50", "31.00", "250,000", "1.00", "0", "20.0", "200", "0.250", "0.250", "4.00",
-                     "-1.50", "-1.00"]
+    assert cells == ["pet", "28.50", "31.00", "250,000", "1.00", "0", "20.0", "200", "0.250", "0.250", "1.00", "4.00",
+                     "4.00", "-1.50", "-1.00"]  # ... params ×, size ×, RSS ×, speed × (sent/s), speed × (tok/s), Δ BLEU
     assert lines[4].startswith("| bad | FAILED: a \\| b |")
     assert all(line.count("|") - line.count("\\|") == len(report.COLUMNS) + 1 for line in lines)
 
