@@ -173,23 +173,20 @@ class PETTransformerModel(TransformerModel):
         return PETTransformerDecoder(cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention)
 
 
-def _check_depth(args, side: str) -> None:
-    """A plan fixes the depth; a conflicting ``--{side}-layers`` is an error, not silently ignored."""
-    text = getattr(args, f"{side}_layer_plan", "")
-    if not text:
-        return
-    plan = LayerPlan.parse(text, f"--{side}-layer-plan")
-    layers = getattr(args, f"{side}_layers", None)
-    if layers is not None and layers != plan.depth:
-        raise ValueError(
-            f"--{side}-layers {layers} disagrees with --{side}-layer-plan {text!r} (depth {plan.depth}); "
-            f"drop --{side}-layers or change the plan"
-        )
-
-
 def _plan_depth(args, side: str):
+    """The depth fixed by ``--{side}-layer-plan``, or None when no plan is given."""
     text = getattr(args, f"{side}_layer_plan", "")
     return LayerPlan.parse(text, f"--{side}-layer-plan").depth if text else None
+
+
+def _check_depth(args, side: str) -> None:
+    """A plan fixes the depth; a conflicting ``--{side}-layers`` is an error, not silently ignored."""
+    depth, layers = _plan_depth(args, side), getattr(args, f"{side}_layers", None)
+    if depth is not None and layers is not None and layers != depth:
+        raise ValueError(
+            f"--{side}-layers {layers} disagrees with --{side}-layer-plan {getattr(args, f'{side}_layer_plan')!r} "
+            f"(depth {depth}); drop --{side}-layers or change the plan"
+        )
 
 
 @register_model_architecture("pet_transformer", "pet_transformer")
@@ -201,8 +198,9 @@ def pet_base_architecture(args) -> None:
     for option in ("kronecker_ffn", "kronecker_attention", "kronecker_embeddings"):
         setattr(args, option, getattr(args, option, ""))
     for side in ("encoder", "decoder"):
-        if getattr(args, f"{side}_layers", None) is None and _plan_depth(args, side) is not None:
-            setattr(args, f"{side}_layers", _plan_depth(args, side))
+        depth = _plan_depth(args, side)
+        if getattr(args, f"{side}_layers", None) is None and depth is not None:
+            setattr(args, f"{side}_layers", depth)
     base_architecture(args)
 
 
