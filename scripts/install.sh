@@ -23,7 +23,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv ${PET_VENV_SYSTEM_SITE:+--system-site-packages} "$VENV"
 fi
 PY="$VENV/bin/python"
-if "$PY" -c "import fairseq, pet_fairseq, sacrebleu, sentencepiece, subword_nmt, sacremoses, pytest, matplotlib, psutil" 2>/dev/null; then
+if "$PY" -c "import fairseq, pet_fairseq, sacrebleu, sentencepiece, subword_nmt, sacremoses, pytest, matplotlib, psutil, ctranslate2" 2>/dev/null; then
   echo "[install] environment $VENV is complete" >&2
   exit 0
 fi

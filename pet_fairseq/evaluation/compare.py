@@ -33,7 +33,9 @@ logger = logging.getLogger("pet_fairseq.evaluation.compare")
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options (fairseq-generate's names where they overlap)."""
     p = argparse.ArgumentParser(prog="python -m pet_fairseq.evaluation.compare", description=__doc__.split("\n\n")[0])
-    p.add_argument("models", nargs="+", metavar="MODEL.pt", help="fairseq checkpoints; the first is the reference")
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="fairseq checkpoints or CTranslate2 model directories (python -m pet_fairseq.export "
+                   "ctranslate2); the first is the reference")
     p.add_argument("--data-bin", required=True, type=Path, help="fairseq-preprocess output directory")
     p.add_argument("--subset", default="test", help="binarized subset to translate (default: test)")
     p.add_argument("--source-lang", help="default: from the checkpoint")
@@ -113,7 +115,15 @@ def score(files: dict[str, str]) -> dict:
 
 
 def evaluate_model(args: argparse.Namespace, label: str, path: str, workdir: Path, ckpt_dir: Path) -> dict:
-    """Check, strip, decode and score one checkpoint; raises :class:`EvaluationError` on bad input."""
+    """Check, strip, decode and score one checkpoint; raises :class:`EvaluationError` on bad input.
+
+    A CTranslate2 model directory (holding ``model.bin``, see ``python -m pet_fairseq.export``) is
+    decoded by :func:`pet_fairseq.export.ctranslate2.evaluate_model` with the same settings.
+    """
+    from pet_fairseq.export.ctranslate2 import evaluate_model as evaluate_ctranslate2, is_model_dir
+
+    if is_model_dir(path):
+        return evaluate_ctranslate2(args, label, path, workdir)
     state = read_checkpoint(path)
     langs = resolve_languages(state, args.data_bin, args.source_lang, args.target_lang)
     check_subset(args.data_bin, args.subset, *langs)

@@ -45,12 +45,16 @@ def _stream(stream, tail: deque) -> None:
         tail.append(pending.decode("utf-8", "replace"))
 
 
-def run_decoder(job: dict, job_path: Path) -> dict:
-    """Run ``pet_fairseq.evaluation.decode`` on ``job``; return its result, or raise with the reason."""
+def run_decoder(job: dict, job_path: Path, command: list[str] | None = None) -> dict:
+    """Run ``pet_fairseq.evaluation.decode`` on ``job``; return its result, or raise with the reason.
+
+    ``command`` replaces the decoding program (the job file's path is appended), e.g. the torch-free
+    CTranslate2 worker of :mod:`pet_fairseq.export.ct2_worker`; it must write the same result JSON.
+    """
     job_path.write_text(json.dumps(job, indent=2))
     result_path = Path(job["result_path"])
     result_path.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "pet_fairseq.evaluation.decode", "--job", str(job_path)]
+    command = [*(command or [sys.executable, "-m", "pet_fairseq.evaluation.decode", "--job"]), str(job_path)]
     tail: deque = deque(maxlen=20)
     with subprocess.Popen(command, stderr=subprocess.PIPE, env=worker_env(job["threads"])) as process:
         _stream(process.stderr, tail)

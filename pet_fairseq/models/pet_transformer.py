@@ -10,7 +10,7 @@ so fairseq's forward pass, incremental decoding and ``return_all_hiddens`` work 
 import copy
 from dataclasses import dataclass, field
 
-from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import (
@@ -28,8 +28,11 @@ from pet_fairseq.modules.kronecker import (
     factor_layer,
     parse_factor_shape,
 )
+from pet_fairseq.modules.linear_attention import LinearMultiheadAttention
 from pet_fairseq.modules.reused_layer import ReusedLayer, share_query_projection
 from pet_fairseq.sharing import LayerPlan
+
+SELF_ATTENTION_KINDS = ("softmax", "linear")
 
 
 @dataclass
@@ -66,6 +69,16 @@ class PETSharingConfig(FairseqDataclass):
         metadata={"help": "factor the token embeddings (V x d) as A ⊗ B, A of shape ROWS,COLS; ROWS must divide "
                   "the dictionary size (fairseq pads it to a multiple of 8)"},
     )
+    encoder_self_attention: ChoiceEnum(SELF_ATTENTION_KINDS) = field(
+        default="softmax",
+        metadata={"help": "encoder self-attention: softmax, or linear (kernelised, elu+1 feature map, "
+                  "Katharopoulos et al. 2020; same parameters); cross-attention stays softmax"},
+    )
+    decoder_self_attention: ChoiceEnum(SELF_ATTENTION_KINDS) = field(
+        default="softmax",
+        metadata={"help": "decoder self-attention: softmax, or linear (causal; decoding keeps running sums, "
+                  "O(1) per token in the output length)"},
+    )
 
 
 def _layer_plan(cfg, side: str) -> LayerPlan:
@@ -89,6 +102,26 @@ def _factor(layer: nn.Module, cfg) -> nn.Module:
     return layer
 
 
+def self_attention_kind(cfg, side: str) -> str:
+    """``--{side}-self-attention`` of a model configuration ('softmax' when absent), checked."""
+    value = getattr(cfg, f"{side}_self_attention", None) or "softmax"
+    value = str(getattr(value, "value", value))  # a ChoiceEnum member or its string
+    if value not in SELF_ATTENTION_KINDS:
+        raise ValueError(f"--{side}-self-attention {value!r}: choose one of {', '.join(SELF_ATTENTION_KINDS)}")
+    return value
+
+
+def _with_self_attention(layer: nn.Module, cfg, side: str) -> nn.Module:
+    """Swap a freshly built layer's softmax self-attention for linear attention when the option says so.
+
+    The linear module takes over the softmax module's projections, so parameter names, shapes and
+    initial values are those of the softmax student.
+    """
+    if self_attention_kind(cfg, side) == "linear":
+        layer.self_attn = LinearMultiheadAttention.from_softmax(layer.self_attn, causal=side == "decoder")
+    return layer
+
+
 def _views(unique: nn.ModuleList, plan: LayerPlan, layerdrop: float) -> nn.ModuleList:
     views = LayerDropModuleList(p=layerdrop) if layerdrop > 0.0 else nn.ModuleList()
     views.extend(ReusedLayer(unique[s.index], swap_qk=s.swap_qk) for s in plan.steps)
@@ -108,7 +141,7 @@ class PETTransformerEncoder(TransformerEncoderBase):
         self.num_layers = plan.depth
 
     def build_encoder_layer(self, cfg):
-        return _factor(super().build_encoder_layer(cfg), cfg)
+        return _factor(_with_self_attention(super().build_encoder_layer(cfg), cfg, "encoder"), cfg)
 
 
 class PETTransformerDecoder(TransformerDecoderBase):
@@ -129,7 +162,7 @@ class PETTransformerDecoder(TransformerDecoderBase):
         self.num_layers = plan.depth
 
     def build_decoder_layer(self, cfg, no_encoder_attn: bool = False):
-        return _factor(super().build_decoder_layer(cfg, no_encoder_attn), cfg)
+        return _factor(_with_self_attention(super().build_decoder_layer(cfg, no_encoder_attn), cfg, "decoder"), cfg)
 
     def build_output_projection(self, cfg, dictionary, embed_tokens) -> None:
         """A tied output projection of Kronecker embeddings reuses their factors (no new weights)."""
@@ -153,6 +186,7 @@ class PETTransformerModel(TransformerModel):
         pet_base_architecture(args)
         for side in ("encoder", "decoder"):
             _check_depth(args, side)
+            self_attention_kind(args, side)
         return super().build_model(args, task)
 
     @classmethod
@@ -197,6 +231,8 @@ def pet_base_architecture(args) -> None:
     args.no_decoder_query_sharing = getattr(args, "no_decoder_query_sharing", False)
     for option in ("kronecker_ffn", "kronecker_attention", "kronecker_embeddings"):
         setattr(args, option, getattr(args, option, ""))
+    args.encoder_self_attention = getattr(args, "encoder_self_attention", "softmax")
+    args.decoder_self_attention = getattr(args, "decoder_self_attention", "softmax")
     for side in ("encoder", "decoder"):
         depth = _plan_depth(args, side)
         if getattr(args, f"{side}_layers", None) is None and depth is not None:
@@ -262,4 +298,19 @@ def pet_kronecker_iwslt_de_en(args) -> None:
     args.kronecker_ffn = getattr(args, "kronecker_ffn", "4,4")
     args.kronecker_attention = getattr(args, "kronecker_attention", "2,2")
     args.kronecker_embeddings = getattr(args, "kronecker_embeddings", "2,2")
+    pet_iwslt_de_en(args)
+
+
+@register_model_architecture("pet_transformer", "pet_linear_iwslt_de_en")
+def pet_linear_iwslt_de_en(args) -> None:
+    """``pet_iwslt_de_en`` with linear self-attention in the encoder and the decoder.
+
+    Same sizes, layer plans, query sharing and parameters as ``pet_iwslt_de_en``; the encoder and
+    decoder self-attention use the elu+1 kernel of :mod:`pet_fairseq.modules.linear_attention`
+    (``--encoder-self-attention linear --decoder-self-attention linear``), so a decoding step costs
+    O(1) in the output length instead of O(length). Cross-attention stays softmax. Distil it from a
+    softmax teacher with ``--task pet_distillation --criterion pet_kd``.
+    """
+    args.encoder_self_attention = getattr(args, "encoder_self_attention", "linear")
+    args.decoder_self_attention = getattr(args, "decoder_self_attention", "linear")
     pet_iwslt_de_en(args)

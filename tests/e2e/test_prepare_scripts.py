@@ -49,7 +49,11 @@ def fairseq_train(data_bin: Path, workdir: Path) -> None:
            "--decoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128",
            "--encoder-attention-heads", "2", "--decoder-attention-heads", "2", "--max-tokens", "2000",
            "--max-update", "2", "--optimizer", "adam", "--lr", "1e-3", "--no-save", "--cpu",
-           "--num-workers", "0", "--max-valid-steps", "2", "--log-format", "simple"]
+           "--num-workers", "0", "--max-valid-steps", "2", "--log-format", "simple",
+           # no prefetch thread: stopping after 2 updates while fairseq's BackgroundConsumer is still
+           # collating made the interpreter abort at exit once ("terminate called without an active
+           # exception", rc -6) after a complete run
+           "--data-buffer-size", "0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]

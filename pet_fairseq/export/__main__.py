@@ -1,0 +1,148 @@
+"""Export a trained student for deployment.
+
+    python -m pet_fairseq.export unroll STUDENT.pt OUT.pt
+    python -m pet_fairseq.export ctranslate2 STUDENT.pt OUTDIR --quantization int8 [--data-bin DIR]
+    python -m pet_fairseq.export translate OUTDIR --data-bin DIR [--subset test] [--bpe ...]
+    python -m pet_fairseq.export translate OUTDIR --input test.bpe.de [--output hyps.txt]
+
+``unroll`` writes a standard fairseq ``transformer`` checkpoint (no ``--user-dir`` needed) that
+computes the same function as the student; ``ctranslate2`` unrolls, then converts with
+CTranslate2's fairseq converter; ``translate`` decodes a binarized subset (and reports BLEU) or a
+text file with a CTranslate2 model (beam 5 by default).
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from pet_fairseq.export.unroll import ExportError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pet_fairseq.export", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    unroll = sub.add_parser("unroll", help="write a standard fairseq transformer checkpoint")
+    unroll.add_argument("student", type=Path, help="checkpoint of a PET student (or a fairseq transformer)")
+    unroll.add_argument("out", type=Path, help="where to write the standard checkpoint (.pt)")
+    unroll.add_argument("--no-check", action="store_true",
+                        help="skip comparing both models on a random batch before writing")
+
+    ct2 = sub.add_parser("ctranslate2", help="unroll, then convert to a CTranslate2 model directory")
+    ct2.add_argument("student", type=Path, help="checkpoint of a PET student (or a fairseq transformer)")
+    ct2.add_argument("out_dir", type=Path, help="CTranslate2 model directory to create")
+    ct2.add_argument("--quantization", choices=("float32",) + tuple(q for q in _quantizations() if q != "float32"),
+                     default="float32", help="weight type of the converted model (default: float32)")
+    ct2.add_argument("--data-bin", type=Path, help="folder with dict.{src,tgt}.txt (default: the model's training data)")
+    ct2.add_argument("--source-lang", help="default: from the checkpoint")
+    ct2.add_argument("--target-lang", help="default: from the checkpoint")
+    ct2.add_argument("--force", action="store_true", help="overwrite a non-empty OUT_DIR")
+    ct2.add_argument("--keep-unrolled", type=Path, metavar="PT", help="also write the unrolled fairseq checkpoint")
+    ct2.add_argument("--no-check", action="store_true", help="skip the unrolled-vs-student check")
+
+    tr = sub.add_parser("translate", help="decode with a CTranslate2 model directory")
+    tr.add_argument("model_dir", type=Path, help="CTranslate2 model directory (holding model.bin)")
+    source = tr.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-bin", type=Path, help="binarized data; decode --subset and report BLEU")
+    source.add_argument("--input", type=Path, help="text file, one sentence per line, tokenized and BPE'd like the training data")
+    tr.add_argument("--subset", default="test", help="binarized subset (with --data-bin; default: test)")
+    tr.add_argument("--source-lang", help="default: recorded at export, else from the data-bin")
+    tr.add_argument("--target-lang", help="default: recorded at export, else from the data-bin")
+    tr.add_argument("--output", type=Path, help="write the (de-BPE'd, detokenized) hypotheses here (default: stdout)")
+    tr.add_argument("--beam", type=int, default=5, help="beam size (default: 5)")
+    tr.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default: 64)")
+    tr.add_argument("--max-len-a", type=float, default=0, help="max output length = a * source length + b (default: 0)")
+    tr.add_argument("--max-len-b", type=int, default=200, help="see --max-len-a (default: 200)")
+    tr.add_argument("--threads", type=int, default=1, help="CTranslate2 intra-op threads (default: 1)")
+    tr.add_argument("--compute-type", default="default", help="CTranslate2 compute type (default: as converted)")
+    tr.add_argument("--bpe", choices=("subword_nmt", "sentencepiece"), help="BPE to remove from the output")
+    tr.add_argument("--bpe-codes", help="subword-nmt codes file (with --bpe subword_nmt)")
+    tr.add_argument("--sentencepiece-model", help="sentencepiece model (with --bpe sentencepiece)")
+    tr.add_argument("--tokenizer", choices=("moses", "none"), default="moses",
+                    help="moses (default): detokenize the output with sacremoses, as the evaluation tool does")
+    return p
+
+
+def _quantizations():
+    from pet_fairseq.export.ctranslate2 import QUANTIZATIONS
+
+    return QUANTIZATIONS
+
+
+def translate_command(args: argparse.Namespace) -> int:
+    """The ``translate`` subcommand: hypotheses to --output/stdout, BLEU to stderr for a subset."""
+    from pet_fairseq.evaluation import bleu
+    from pet_fairseq.evaluation.checks import resolve_languages
+    from pet_fairseq.evaluation.errors import EvaluationError
+    from pet_fairseq.evaluation.postprocess import build_bpe_decoder, build_detokenizer
+    from pet_fairseq.export import ct2_worker
+    from pet_fairseq.export.ctranslate2 import (check_vocabularies, export_info, is_model_dir, read_subset,
+                                                require_ctranslate2)
+
+    require_ctranslate2()
+    if not is_model_dir(args.model_dir):
+        raise ExportError(f"{args.model_dir} is not a CTranslate2 model directory (no model.bin)")
+    info = export_info(args.model_dir)
+    references = None
+    if args.data_bin:
+        try:
+            src, tgt = resolve_languages({"cfg": {"task": info}}, args.data_bin, args.source_lang, args.target_lang)
+        except EvaluationError as exc:
+            raise ExportError(str(exc)) from exc
+        check_vocabularies(args.model_dir, args.data_bin, src, tgt)
+        try:
+            sources, references = read_subset(args.data_bin, args.subset, src, tgt)
+        except EvaluationError as exc:
+            raise ExportError(str(exc)) from exc
+    else:
+        tgt = args.target_lang or info.get("target_lang") or "en"
+        sources = [line.split() for line in args.input.read_text(encoding="utf-8").splitlines()]
+    translator = ct2_worker.load_translator(str(args.model_dir), args.threads, compute_type=args.compute_type)
+    batches = ct2_worker.make_batches([len(s) for s in sources], args.batch_size, None)
+    results = ct2_worker.translate(translator, sources, batches, args.beam, args.max_len_a, args.max_len_b)
+    unbpe = build_bpe_decoder(args.bpe, args.bpe_codes, args.sentencepiece_model)
+    detok = build_detokenizer(args.tokenizer, tgt)
+    hyps = [unbpe(" ".join(results[i][0])) for i in range(len(sources))]
+    lines = [detok(h) for h in hyps]
+    if args.output:
+        bleu.write_lines(args.output, lines)
+    else:
+        sys.stdout.write("".join(line + "\n" for line in lines))
+    if references is not None:
+        refs = [unbpe(r) for r in references]
+        detok_score = bleu.detok_bleu(lines, [detok(r) for r in refs])
+        tok_score = bleu.tok_bleu(hyps, refs)
+        print(f"{args.subset}: {len(sources)} sentences", file=sys.stderr)
+        print(f"{bleu.DETOK_LABEL} = {detok_score.score:.2f}  ({detok_score.signature})", file=sys.stderr)
+        print(f"{bleu.TOK_LABEL} = {tok_score.score:.2f}  ({tok_score.signature})", file=sys.stderr)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[export] %(message)s", stream=sys.stderr, force=True)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "unroll":
+            from pet_fairseq.export.unroll import unroll_checkpoint
+
+            unroll_checkpoint(args.student, args.out, check=not args.no_check)
+        elif args.command == "ctranslate2":
+            from pet_fairseq.export.ctranslate2 import convert
+
+            convert(args.student, args.out_dir, quantization=args.quantization, data_bin=args.data_bin,
+                    source_lang=args.source_lang, target_lang=args.target_lang, force=args.force,
+                    check=not args.no_check, keep_unrolled=args.keep_unrolled)
+        else:
+            return translate_command(args)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""The exception the pruning tool reports as a one-line message instead of a traceback."""
+
+
+class PruningError(Exception):
+    """A problem with the user's input (checkpoint, targets, data-bin, options), explained in the message."""

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Export a trained student for deployment (GitHub issue 9). All arguments go to
+# `python -m pet_fairseq.export`; see docs/export.md. Examples:
+#
+#   bash scripts/export.sh unroll checkpoints/pet/checkpoint_best.pt exported/pet.transformer.pt
+#   bash scripts/export.sh ctranslate2 checkpoints/pet/checkpoint_best.pt exported/pet-ct2-int8 \
+#       --quantization int8 --data-bin data-bin/iwslt14.tokenized.de-en
+#   bash scripts/export.sh translate exported/pet-ct2-int8 --data-bin data-bin/iwslt14.tokenized.de-en \
+#       --bpe subword_nmt --bpe-codes data/iwslt14/code
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PET_PYTHON:-$ROOT/.venv/bin/python}"
+[ -x "$PY" ] || PY=python3
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+exec "$PY" -m pet_fairseq.export "$@"

@@ -1,0 +1,151 @@
+"""Export end to end: a trained student, unrolled and converted, decodes like the student on real sentences."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import USER_DIR, fairseq, run
+
+pytestmark = pytest.mark.e2e
+
+SMALL = ["--encoder-embed-dim", "48", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "96",
+         "--decoder-ffn-embed-dim", "64"]
+#: fairseq 0.12 without the plugin drops a last partial batch; --required-batch-size-multiple 1 keeps all 100
+DECODE = ["--gen-subset", "test", "--beam", "5", "--batch-size", "50", "--required-batch-size-multiple", "1",
+          "--max-len-a", "1.2", "--max-len-b", "10", "--cpu"]
+LIMITS = ["--max-len-a", "1.2", "--max-len-b", "10"]
+
+
+def export(*args: str) -> str:
+    return run([sys.executable, "-m", "pet_fairseq.export", *args]).stderr
+
+
+@pytest.fixture(scope="module")
+def student(multi30k_bin, tmp_path_factory) -> Path:
+    """60 small updates of a narrow pet_iwslt_de_en (0,1,0~,1~ both sides, shared cross-attention query)."""
+    save_dir = tmp_path_factory.mktemp("export_student")
+    run([fairseq("train"), str(multi30k_bin), "--user-dir", USER_DIR, "--arch", "pet_iwslt_de_en", *SMALL,
+         "--optimizer", "adam", "--lr", "1e-2", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "10",
+         "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--max-tokens", "1500",
+         "--max-update", "60", "--save-dir", str(save_dir), "--no-epoch-checkpoints", "--disable-validation",
+         "--seed", "1", "--cpu", "--num-workers", "0", "--no-progress-bar"])
+    return save_dir / "checkpoint_last.pt"
+
+
+def generate(data: Path, checkpoint: Path, *extra: str) -> dict[int, tuple[float, str, list[float]]]:
+    """fairseq-generate's top hypotheses: id -> (score in bits, tokens, positional scores)."""
+    out = run([fairseq("generate"), str(data), "--path", str(checkpoint), *DECODE, *extra]).stdout
+    hyps, positional = {}, {}
+    for line in out.splitlines():
+        tag, _, rest = line.partition("\t")
+        if tag.startswith("H-"):
+            score, _, text = rest.partition("\t")
+            hyps[int(tag[2:])] = (float(score), text)
+        elif tag.startswith("P-"):
+            positional[int(tag[2:])] = [float(x) for x in rest.split()]
+    return {i: (score, text, positional[i]) for i, (score, text) in hyps.items()}
+
+
+@pytest.fixture(scope="module")
+def unrolled(student, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export_unrolled") / "student.transformer.pt"
+    log = export("unroll", str(student), str(out))
+    assert "0,1,0~,1~" in log and "-> transformer with 4+4 layers" in log
+    return out
+
+
+@pytest.fixture(scope="module")
+def fairseq_hypotheses(student, multi30k_bin):
+    return generate(multi30k_bin, student, "--user-dir", USER_DIR)
+
+
+def test_plain_fairseq_decodes_the_unrolled_checkpoint_like_the_student(unrolled, fairseq_hypotheses, multi30k_bin):
+    plain = generate(multi30k_bin, unrolled)  # no --user-dir: fairseq's own transformer
+    assert sorted(plain) == sorted(fairseq_hypotheses) == list(range(100))
+    # 60 updates of a 48/32-wide model mostly say "a a a a": the per-token scores, which every weight
+    # (a missed Q/K swap, a wrong cross-attention query) changes, carry the comparison
+    assert all(text.strip() for _, text, _ in fairseq_hypotheses.values())
+    for i, (score, text, positional) in fairseq_hypotheses.items():
+        assert plain[i][1] == text, i
+        assert abs(plain[i][0] - score) < 1e-4, i
+        assert len(plain[i][2]) == len(positional)
+        assert max(abs(a - b) for a, b in zip(plain[i][2], positional)) < 1e-4, i
+
+
+@pytest.fixture(scope="module")
+def ct2_models(student, multi30k_bin, tmp_path_factory):
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
+    root = tmp_path_factory.mktemp("export_ct2")
+    for quantization in ("float32", "int8"):
+        export("ctranslate2", str(student), str(root / quantization), "--quantization", quantization,
+               "--data-bin", str(multi30k_bin))
+    return root
+
+
+def test_ctranslate2_float32_gives_fairseqs_hypotheses(ct2_models, fairseq_hypotheses, multi30k_bin, tmp_path):
+    from pet_fairseq.export import ct2_worker
+    from pet_fairseq.export.ctranslate2 import read_subset
+
+    sources, _ = read_subset(multi30k_bin, "test", "de", "en")
+    hyp_file = tmp_path / "ct2.float32.txt"
+    export("translate", str(ct2_models / "float32"), "--data-bin", str(multi30k_bin), "--subset", "test",
+           "--tokenizer", "none", "--output", str(hyp_file), *LIMITS)
+    ct2 = hyp_file.read_text(encoding="utf-8").split("\n")[:-1]
+    expected = [fairseq_hypotheses[i][1] for i in range(100)]
+    same = sum(a == b for a, b in zip(ct2, expected))
+    assert len(ct2) == 100 and same >= 98, [(a, b) for a, b in zip(ct2, expected) if a != b]
+
+    # a text file (tokenized like the data) decodes like the binarized subset
+    text_in, text_out = tmp_path / "first.de", tmp_path / "first.en"
+    text_in.write_text("".join(" ".join(s) + "\n" for s in sources[:5]), encoding="utf-8")
+    export("translate", str(ct2_models / "float32"), "--input", str(text_in), "--output", str(text_out),
+           "--tokenizer", "none", *LIMITS)
+    assert text_out.read_text(encoding="utf-8").splitlines() == ct2[:5]
+
+    # the same function: CTranslate2's log-probabilities of fairseq's hypotheses (EOS included) equal
+    # fairseq's positional scores (P- lines, bits, printed to 4 decimals) token by token. (Beam-search
+    # *scores* are not compared: CTranslate2 normalizes the final score its own way, ~1% off fairseq's.)
+    translator = ct2_worker.load_translator(str(ct2_models / "float32"), threads=1)
+    targets = [fairseq_hypotheses[i][1].split() for i in range(100)]
+    for i, result in enumerate(translator.score_batch(sources, targets)):
+        positional = fairseq_hypotheses[i][2]
+        assert len(result.log_probs) == len(positional) == len(targets[i]) + 1
+        assert max(abs(lp / math.log(2) - p) for lp, p in zip(result.log_probs, positional)) < 2e-4, i
+
+
+def test_ctranslate2_int8_translates_and_reports_bleu(ct2_models, multi30k_bin, tmp_path):
+    from pet_fairseq.export.ct2_worker import directory_bytes
+
+    log = export("translate", str(ct2_models / "int8"), "--data-bin", str(multi30k_bin),
+                 "--output", str(tmp_path / "int8.txt"), *LIMITS)
+    assert re.search(r"BLEU \(sacrebleu detok\) = \d+\.\d\d", log), log[-2000:]
+    assert len((tmp_path / "int8.txt").read_text(encoding="utf-8").splitlines()) == 100
+    assert directory_bytes(ct2_models / "int8") < 0.5 * directory_bytes(ct2_models / "float32")
+
+
+def test_compare_puts_the_ctranslate2_model_beside_the_fairseq_student(student, ct2_models, multi30k_bin, tmp_path):
+    from pet_fairseq.export.ct2_worker import count_parameters, directory_bytes
+
+    out = tmp_path / "compare"
+    proc = run([sys.executable, "-m", "pet_fairseq.evaluation.compare", "--data-bin", str(multi30k_bin),
+                "--threads", "1", "--batch-size", "32", *LIMITS, "--repeats", "1", "--max-sentences", "40",
+                "--labels", "student,student-ct2-int8", "--out-dir", str(out), str(student), str(ct2_models / "int8")])
+    report = json.loads((out / "report.json").read_text())
+    fairseq_row, ct2_row = report["models"]
+    assert fairseq_row["status"] == ct2_row["status"] == "ok", proc.stderr[-3000:]
+    assert "| student-ct2-int8 |" in proc.stdout
+    memory = ct2_row["memory"]
+    assert memory["unique_parameters"] == count_parameters(ct2_models / "int8")
+    assert memory["inference_checkpoint_bytes"] == directory_bytes(ct2_models / "int8")
+    assert memory["peak_rss_bytes"] < fairseq_row["memory"]["peak_rss_bytes"]  # no torch in the CT2 process
+    assert ct2_row["speed"]["sentences"] == 40 and ct2_row["speed"]["tokens_per_second"] > 0
+    assert ct2_row["sentences"] == 100 and ct2_row["ratios"]["tokens_per_second"] > 0
+    assert abs(ct2_row["bleu"]["detok"] - fairseq_row["bleu"]["detok"]) < 5  # int8: close, not identical
+    hyps = Path(ct2_row["files"]["hyp_detok"]).read_text(encoding="utf-8").splitlines()
+    assert len(hyps) == 100 and sum(bool(h.strip()) for h in hyps) > 90
