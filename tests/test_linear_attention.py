@@ -180,8 +180,8 @@ def test_incremental_decoder_steps_equal_full_forward():
     model = build("pet_linear_iwslt_de_en", **TINY)
     assert [str(s) for s in model.decoder.layer_plan.steps] == ["0", "1", "0~", "1~"]
     src, src_len = batch()
-    prev = batch(seed=7)[0][:, :9]
-    prev[:, 0] = 2
+    prev = torch.randint(4, 200, (src.size(0), 9), generator=torch.Generator().manual_seed(7))
+    prev[:, 0] = 2  # decoding starts from EOS; targets have no pads while decoding
     with torch.no_grad():
         encoder_out = model.encoder(src, src_len)
         full = model.decoder(prev, encoder_out)[0]
@@ -302,7 +302,7 @@ def test_export_drops_the_option_of_a_softmax_student(tmp_path):
                                  "--decoder-layer-plan", "0,0", "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
                                  "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64")
     out, _ = unroll_state(torch.load(path, map_location="cpu", weights_only=False), path)
-    assert not any(k.endswith("_self_attention") for k in out["cfg"]["model"])
+    assert not {"encoder_self_attention", "decoder_self_attention"} & set(out["cfg"]["model"])
 
 
 def test_pruning_keeps_linear_attention(linear_checkpoint, tmp_path):
@@ -343,3 +343,42 @@ def test_named_architecture_is_pet_iwslt_sizes_with_linear_attention():
     plain = argparse.Namespace()
     ARCH_CONFIG_REGISTRY["pet_iwslt_de_en"](plain)
     assert (plain.encoder_self_attention, plain.decoder_self_attention) == ("softmax", "softmax")
+
+
+# ----------------------------------------------------------------------------------------------
+# the length benchmark's pieces (the CLI itself runs in tests/e2e/test_linear_attention_cli.py)
+
+
+def test_benchmark_inputs_concatenate_consecutive_sentences():
+    from pet_fairseq.evaluation.length_benchmark import make_inputs
+
+    sentences = [torch.arange(10 * i, 10 * i + n) for i, n in enumerate([3, 5, 2, 4])]
+    inputs, next_start = make_inputs(sentences, length=7, count=3, eos=2)
+    assert [x.tolist() for x in inputs] == [[0, 1, 2, 10, 11, 12, 2],  # 3 + 5 tokens cut to 6, + EOS
+                                            [20, 21, 30, 31, 32, 33, 2],
+                                            [0, 1, 2, 10, 11, 12, 2]]  # wrapped around
+    assert next_start == 2
+    assert [len(x) for x in make_inputs(sentences, 25, 2, eos=2, start=1)[0]] == [25, 25]
+
+
+def test_benchmark_output_limits_and_bad_arguments(tmp_path, capsys):
+    from pet_fairseq.evaluation import length_benchmark as lb
+
+    parser = lb.build_parser()
+    forced = parser.parse_args(["m.pt", "--data-bin", "d"])
+    assert lb.output_limits(forced, 100) == {"min_len": 99, "max_len_a": 0, "max_len_b": 99}  # 99 + EOS = 100
+    half = parser.parse_args(["m.pt", "--data-bin", "d", "--output-length-ratio", "0.5"])
+    assert lb.output_limits(half, 25) == {"min_len": 11, "max_len_a": 0, "max_len_b": 11}
+    free = parser.parse_args(["m.pt", "--data-bin", "d", "--free-length", "--max-len-a", "2", "--max-len-b", "3"])
+    assert lb.output_limits(free, 25) == {"min_len": 1, "max_len_a": 2.0, "max_len_b": 3}
+    with pytest.raises(ValueError, match="--lengths '25,x'"):
+        lb.parse_lengths("25,x")
+    (tmp_path / "bin").mkdir()
+    for argv, message in [
+        ([str(tmp_path / "m.pt"), "--data-bin", str(tmp_path / "nope")], "is not a directory"),
+        ([str(tmp_path / "m.pt"), "--data-bin", str(tmp_path / "bin")], "m.pt does not exist"),
+        ([str(tmp_path / "m.pt"), "--data-bin", str(tmp_path / "bin"), "--lengths", "1"], "lengths >= 2"),
+    ]:
+        with pytest.raises(SystemExit):
+            lb.main(argv)
+        assert message in capsys.readouterr().err

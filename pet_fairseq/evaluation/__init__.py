@@ -15,6 +15,7 @@ One concept per module:
 * :mod:`~pet_fairseq.evaluation.environment` -- versions, threads, device, CPU model
 * :mod:`~pet_fairseq.evaluation.report` -- Markdown table, JSON and PNG
 * :mod:`~pet_fairseq.evaluation.compare` -- command line
+* :mod:`~pet_fairseq.evaluation.length_benchmark` -- decode time against input length (own command line)
 
 Importing this package does not import fairseq; the modules that need it import it themselves.
 """

@@ -37,7 +37,7 @@ SELF_ATTENTION_KINDS = ("softmax", "linear")
 
 @dataclass
 class PETSharingConfig(FairseqDataclass):
-    """Options of the student beyond fairseq's TransformerConfig: layer sharing and factoring."""
+    """Options of the student beyond fairseq's TransformerConfig: layer sharing, factoring, self-attention kind."""
 
     encoder_layer_plan: str = field(
         default="",

@@ -74,6 +74,12 @@ def causal_linear_attention(
     if state is None:
         state = (q.new_zeros(n, dk, dv), q.new_zeros(n, dk))
     s0, z0 = state
+    if t == 1:  # one decoding step: S += φ(k) vᵀ, z += φ(k), no chunk machinery
+        s = s0 + k[:, 0, :, None] * v[:, 0, None, :]
+        z = z0 + k[:, 0]
+        num = torch.einsum("nd,nde->ne", q[:, 0], s)
+        den = (q[:, 0] * z).sum(-1, keepdim=True)
+        return (num / (den + eps)).unsqueeze(1), (s, z)
     c = max(1, min(chunk_size, t))
     chunks = -(-t // c)
     extra = chunks * c - t

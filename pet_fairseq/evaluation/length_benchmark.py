@@ -1,0 +1,363 @@
+"""Decode time against input length, models side by side (GitHub issue 10).
+
+    python -m pet_fairseq.evaluation.length_benchmark --data-bin DATA_BIN --labels softmax,linear \\
+        --lengths 25,100,400 softmax/checkpoint_best.pt linear/checkpoint_best.pt
+
+Inputs of each length L are built from the source side of a binarized subset (or, with
+``--source-text``, from a BPE'd text file, one sentence per line): consecutive sentences are
+concatenated (their EOS dropped) and cut to exactly L - 1 tokens + EOS, so every input of a length
+has the same size and a batch has no padding. Each model decodes the same inputs with fairseq's
+SequenceGenerator (beam search) in this one process; after ``--warmup`` untimed passes the
+``--repeats`` timed passes are interleaved model by model, and the median pass time is reported.
+
+Output length. By default it is *forced*: ``min_len = max_len = round(R · L) - 1`` tokens plus EOS
+(``--output-length-ratio R``, default 1.0), so every model generates exactly as many tokens and a
+student that would stop early (an untrained one says "a a ." and stops) is timed on the same work:
+the figure is the cost of the decoder at that output length, not of what it chose to say.
+``--free-length`` lets each model stop at EOS within ``--max-len-a · L + --max-len-b``.
+
+The first model is the reference: ``speed ×`` is its time per sentence over the model's (>1 = faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from pet_fairseq.evaluation.checkpoint import read_checkpoint
+from pet_fairseq.evaluation.checks import check_dictionaries, check_subset, resolve_languages
+from pet_fairseq.evaluation.errors import EvaluationError
+
+logger = logging.getLogger("pet_fairseq.evaluation.length_benchmark")
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint ready to decode: its label, path, model and (translation) task."""
+
+    label: str
+    path: str
+    model: torch.nn.Module
+    task: Any
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options (fairseq-generate's names where they overlap)."""
+    p = argparse.ArgumentParser(prog="python -m pet_fairseq.evaluation.length_benchmark",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("models", nargs="+", metavar="MODEL", help="fairseq checkpoints; the first is the reference")
+    p.add_argument("--data-bin", required=True, type=Path, help="fairseq-preprocess output (dictionaries, subset)")
+    p.add_argument("--subset", default="test", help="binarized subset whose source side is concatenated (default: test)")
+    p.add_argument("--source-text", type=Path,
+                   help="take the source sentences from this BPE'd text file (one per line) instead of --subset")
+    p.add_argument("--source-lang", help="default: from the checkpoint")
+    p.add_argument("--target-lang", help="default: from the checkpoint")
+    p.add_argument("--lengths", default="25,100,400", help="source lengths in tokens, EOS included (default: 25,100,400)")
+    p.add_argument("--inputs", type=int, default=8, help="inputs per length (default: 8)")
+    p.add_argument("--batch-size", type=int, default=8, help="inputs per batch (default: 8)")
+    p.add_argument("--beam", type=int, default=5, help="beam size (default: 5)")
+    p.add_argument("--output-length-ratio", type=float, default=1.0,
+                   help="forced output length = round(R * source length), EOS included (default: 1.0)")
+    p.add_argument("--free-length", action="store_true",
+                   help="do not force the output length: stop at EOS or at --max-len-a * L + --max-len-b")
+    p.add_argument("--max-len-a", type=float, default=1.2, help="with --free-length (default: 1.2)")
+    p.add_argument("--max-len-b", type=int, default=10, help="with --free-length (default: 10)")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per model and length; median reported (default: 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed passes over the first batch first (default: 1)")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                   help="torch threads (default: torch's, here %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    p.add_argument("--labels", help="comma-separated names, one per model (default: from the paths)")
+    p.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    return p
+
+
+def parse_lengths(text: str) -> list[int]:
+    """``"25,100,400"`` -> [25, 100, 400]; a clear error for anything else."""
+    try:
+        lengths = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        lengths = []
+    if not lengths or min(lengths) < 2:
+        raise ValueError(f"--lengths {text!r}: give comma-separated source lengths >= 2 (EOS included), e.g. 25,100,400")
+    return lengths
+
+
+def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject options that cannot work before any model is loaded."""
+    try:
+        args.length_list = parse_lengths(args.lengths)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not args.data_bin.is_dir():
+        parser.error(f"--data-bin {args.data_bin} is not a directory")
+    if args.source_text is not None and not args.source_text.is_file():
+        parser.error(f"--source-text {args.source_text} does not exist")
+    for model in args.models:
+        if not Path(model).is_file():
+            parser.error(f"checkpoint {model} does not exist")
+    if min(args.inputs, args.batch_size, args.beam, args.repeats, args.threads) < 1 or args.warmup < 0:
+        parser.error("--inputs, --batch-size, --beam, --repeats and --threads must be >= 1, --warmup >= 0")
+    if not args.free_length and not args.output_length_ratio > 0:
+        parser.error(f"--output-length-ratio {args.output_length_ratio}: must be > 0 (or use --free-length)")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available")
+
+
+def labels_for(args: argparse.Namespace) -> list[str]:
+    """``--labels`` split on commas, or names from the paths (as the comparison tool names them)."""
+    from pet_fairseq.evaluation.compare import default_labels
+
+    if not args.labels:
+        return default_labels(args.models)
+    labels = [label.strip() for label in args.labels.split(",")]
+    if len(labels) != len(args.models) or len(set(labels)) != len(labels) or not all(labels):
+        raise EvaluationError(f"--labels needs {len(args.models)} distinct non-empty names, got {args.labels!r}")
+    return labels
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+
+
+def make_inputs(sentences: list[torch.Tensor], length: int, count: int, eos: int, start: int = 0) -> tuple[list[torch.Tensor], int]:
+    """``count`` inputs of exactly ``length`` tokens (the last one EOS) from consecutive ``sentences``.
+
+    Sentences (without EOS) are taken in order from index ``start``, wrapping around at the end,
+    concatenated and cut; each input starts at a sentence boundary. Returns the inputs and the index
+    of the next unused sentence.
+    """
+    sentences = [s for s in sentences if len(s) > 0]
+    if not sentences:
+        raise EvaluationError("no non-empty source sentences to build inputs from")
+    inputs, index = [], start % len(sentences)
+    for _ in range(count):
+        pieces, total = [], 0
+        while total < length - 1:
+            pieces.append(sentences[index])
+            total += len(sentences[index])
+            index = (index + 1) % len(sentences)
+        tokens = torch.cat(pieces)[: length - 1]
+        inputs.append(torch.cat([tokens, tokens.new_tensor([eos])]))
+    return inputs, index
+
+
+def subset_sentences(task: Any, subset: str) -> list[torch.Tensor]:
+    """Source sentences of a binarized subset, in file order, without their EOS."""
+    task.load_dataset(subset)
+    src = task.dataset(subset).src
+    eos = task.source_dictionary.eos()
+    return [item[:-1] if len(item) and item[-1] == eos else item for item in (src[i].long() for i in range(len(src)))]
+
+
+def text_sentences(path: Path, dictionary: Any) -> list[torch.Tensor]:
+    """Lines of a BPE'd text file encoded with the model's source dictionary (no EOS)."""
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    encoded = [dictionary.encode_line(line, add_if_not_exist=False, append_eos=False).long() for line in lines]
+    tokens = sum(len(e) for e in encoded)
+    unknown = sum(int(e.eq(dictionary.unk()).sum()) for e in encoded)
+    if tokens and unknown / tokens > 0.05:
+        logger.warning("%s: %.0f%% of the tokens are not in the dictionary; is it BPE'd like the training data?",
+                       path, 100 * unknown / tokens)
+    return encoded
+
+
+# --------------------------------------------------------------------------------------------
+# models and decoding
+
+
+def load_models(args: argparse.Namespace, labels: list[str]) -> tuple[list[LoadedModel], tuple[str, str]]:
+    """Check and load every checkpoint with the data-bin's dictionaries; the language pair of the first."""
+    from fairseq import checkpoint_utils
+
+    import pet_fairseq  # noqa: F401  (registers pet_transformer and safe checkpoint loading)
+
+    loaded, langs = [], None
+    for label, path in zip(labels, args.models):
+        state = read_checkpoint(path)
+        pair = resolve_languages(state, args.data_bin, args.source_lang, args.target_lang)
+        langs = langs or pair
+        if pair != langs:
+            raise EvaluationError(f"{path} translates {pair[0]}-{pair[1]}, the first model {langs[0]}-{langs[1]}")
+        if args.source_text is None:
+            check_subset(args.data_bin, args.subset, *langs)
+        check_dictionaries(state, args.data_bin, *langs)
+        del state
+        overrides = {"data": str(args.data_bin), "source_lang": langs[0], "target_lang": langs[1]}
+        models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(path)], arg_overrides=overrides)
+        model = models[0].to(args.device).eval()
+        loaded.append(LoadedModel(label=label, path=str(path), model=model, task=task))
+        logger.info("%s: %s (%s)", label, path, type(model).__name__)
+    return loaded, langs
+
+
+def output_limits(args: argparse.Namespace, length: int) -> dict[str, float]:
+    """SequenceGenerator's min_len / max_len_a / max_len_b for source length ``length``."""
+    if args.free_length:
+        return {"min_len": 1, "max_len_a": args.max_len_a, "max_len_b": args.max_len_b}
+    tokens = max(1, round(args.output_length_ratio * length) - 1)  # + EOS = round(R * L)
+    return {"min_len": tokens, "max_len_a": 0, "max_len_b": tokens}
+
+
+def check_positions(entry: LoadedModel, length: int, limits: dict[str, float]) -> None:
+    """A clear error when the inputs or outputs do not fit the model's positional embeddings."""
+    max_src, max_tgt = entry.model.max_positions()
+    longest_output = int(limits["max_len_a"] * length + limits["max_len_b"]) + 1
+    if length > max_src:
+        raise EvaluationError(f"{entry.label}: source length {length} exceeds the model's {max_src} source positions")
+    if longest_output > max_tgt - 1:
+        raise EvaluationError(f"{entry.label}: output length up to {longest_output} exceeds the model's "
+                              f"{max_tgt} target positions; lower --lengths or --output-length-ratio")
+
+
+def make_generator(entry: LoadedModel, args: argparse.Namespace, limits: dict[str, float]) -> Any:
+    from fairseq.dataclass.configs import GenerationConfig
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.structured(GenerationConfig(beam=args.beam, **limits))
+    return entry.task.build_generator([entry.model], cfg)
+
+
+def batches_of(inputs: list[torch.Tensor], batch_size: int, device: str) -> list[dict]:
+    """Collated samples (equal lengths, so no padding) on ``device``."""
+    out = []
+    for start in range(0, len(inputs), batch_size):
+        tokens = torch.stack(inputs[start : start + batch_size]).to(device)
+        lengths = torch.full((tokens.size(0),), tokens.size(1), dtype=torch.long, device=device)
+        ids = torch.arange(start, start + tokens.size(0), device=device)
+        out.append({"id": ids, "net_input": {"src_tokens": tokens, "src_lengths": lengths}})
+    return out
+
+
+def decode_pass(entry: LoadedModel, generator: Any, batches: list[dict], device: str) -> tuple[int, int]:
+    """Beam search over every batch; returns (sentences, generated tokens of the top hypotheses incl. EOS)."""
+    sentences = tokens = 0
+    with torch.no_grad():
+        for sample in batches:
+            hypos = entry.task.inference_step(generator, [entry.model], sample)
+            sentences += len(hypos)
+            tokens += sum(len(h[0]["tokens"]) for h in hypos)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return sentences, tokens
+
+
+def benchmark(args: argparse.Namespace, models: list[LoadedModel], inputs: dict[int, list[torch.Tensor]]) -> list[dict]:
+    """One result per (length, model): warm-up per model, then repeats interleaved model by model."""
+    results = []
+    steps = len(inputs) * len(models) * (args.repeats + args.warmup)
+    with tqdm(total=steps, desc="decode", unit="pass", file=sys.stderr, mininterval=2.0) as bar:
+        for length, items in inputs.items():
+            limits = output_limits(args, length)
+            batches = batches_of(items, args.batch_size, args.device)
+            generators = []
+            for entry in models:
+                check_positions(entry, length, limits)
+                generators.append(make_generator(entry, args, limits))
+                for _ in range(args.warmup):
+                    decode_pass(entry, generators[-1], batches[:1], args.device)
+                    bar.update()
+            seconds: list[list[float]] = [[] for _ in models]
+            work: list[set] = [set() for _ in models]
+            for _ in range(args.repeats):
+                for i, entry in enumerate(models):
+                    start = time.perf_counter()
+                    work[i].add(decode_pass(entry, generators[i], batches, args.device))
+                    seconds[i].append(time.perf_counter() - start)
+                    bar.update()
+            for i, entry in enumerate(models):
+                if len(work[i]) != 1:
+                    raise RuntimeError(f"{entry.label}: timed passes decoded different amounts of work: {sorted(work[i])}")
+                sentences, tokens = work[i].pop()
+                median = statistics.median(seconds[i])
+                results.append({
+                    "length": length, "label": entry.label, "checkpoint": entry.path, "sentences": sentences,
+                    "output_tokens_per_sentence": tokens / sentences, "seconds": seconds[i], "median_seconds": median,
+                    "seconds_per_sentence": median / sentences, "tokens_per_second": tokens / median,
+                    "min_len": limits["min_len"], "max_len_a": limits["max_len_a"], "max_len_b": limits["max_len_b"],
+                })
+            logger.info("length %d: %s", length, ", ".join(
+                f"{r['label']} {1000 * r['seconds_per_sentence']:.1f} ms/sent" for r in results[-len(models):]))
+    add_ratios(results)
+    return results
+
+
+def add_ratios(results: list[dict]) -> None:
+    """``speed_ratio`` = reference time per sentence / this one (>1 = faster), per length; reference = first model."""
+    reference: dict[int, float] = {}
+    for row in results:
+        reference.setdefault(row["length"], row["seconds_per_sentence"])
+        row["speed_ratio"] = reference[row["length"]] / row["seconds_per_sentence"]
+
+
+def markdown_table(results: list[dict]) -> str:
+    """One row per (source length, model)."""
+    lines = ["| source tokens | model | output tokens/sent | ms/sentence | tok/s | speed × (vs first) |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['length']} | {r['label']} | {r['output_tokens_per_sentence']:.1f} | "
+                     f"{1000 * r['seconds_per_sentence']:.1f} | {r['tokens_per_second']:.0f} | {r['speed_ratio']:.2f} |")
+    return "\n".join(lines)
+
+
+def settings(args: argparse.Namespace) -> dict:
+    keys = ("data_bin", "subset", "source_text", "lengths", "inputs", "batch_size", "beam", "output_length_ratio",
+            "free_length", "max_len_a", "max_len_b", "repeats", "warmup", "threads", "device")
+    return {key: str(v) if isinstance(v := getattr(args, key), Path) else v for key in keys}
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Load the models, build the inputs and time them; the results of :func:`benchmark`."""
+    torch.set_num_threads(args.threads)
+    labels = labels_for(args)
+    models, langs = load_models(args, labels)
+    dictionary = models[0].task.source_dictionary
+    if args.source_text is not None:
+        sentences = text_sentences(args.source_text, dictionary)
+        origin = str(args.source_text)
+    else:
+        sentences = subset_sentences(models[0].task, args.subset)
+        origin = f"{args.data_bin}/{args.subset}.{langs[0]}"
+    inputs, start = {}, 0
+    for length in args.length_list:
+        inputs[length], start = make_inputs(sentences, length, args.inputs, dictionary.eos(), start)
+    logger.info("%d inputs per length from %d sentences of %s; output length %s", args.inputs, len(sentences), origin,
+                "free" if args.free_length else f"forced to {args.output_length_ratio:g} x source length")
+    return benchmark(args, models, inputs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the Markdown table; with ``--json``, write every figure there too."""
+    logging.basicConfig(level=logging.INFO, format="[length-benchmark] %(message)s", stream=sys.stderr, force=True)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    validate_args(parser, args)
+    try:
+        results = run(args)
+    except EvaluationError as exc:
+        logger.error("%s", exc)
+        return 1
+    print(markdown_table(results))
+    if args.json:
+        from pet_fairseq.evaluation.environment import describe_environment
+
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        report = {"environment": describe_environment(args.device, args.threads), "settings": settings(args),
+                  "reference": results[0]["label"], "results": results}
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        logger.info("wrote %s", args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

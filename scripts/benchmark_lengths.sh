@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Decode time against source length (about 25/100/400 tokens), models side by side, the first one
+# the reference (GitHub issue 10). All arguments go to `python -m pet_fairseq.evaluation.length_benchmark`
+# (see --help and docs/linear_attention.md). Example:
+#
+#   bash scripts/benchmark_lengths.sh --data-bin data-bin/iwslt14.tokenized.de-en --labels softmax,linear \
+#       --lengths 25,100,400 --json results/lengths.json \
+#       checkpoints/pet/checkpoint_best.pt checkpoints/pet_linear/checkpoint_best.pt
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PET_PYTHON:-$ROOT/.venv/bin/python}"
+[ -x "$PY" ] || PY=python3
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+exec "$PY" -m pet_fairseq.evaluation.length_benchmark "$@"
