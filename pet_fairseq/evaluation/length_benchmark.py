@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from pet_fairseq.evaluation.checkpoint import read_checkpoint
 from pet_fairseq.evaluation.checks import check_dictionaries, check_subset, resolve_languages
+from pet_fairseq.evaluation.compare import parse_labels
 from pet_fairseq.evaluation.errors import EvaluationError
 
 logger = logging.getLogger("pet_fairseq.evaluation.length_benchmark")
@@ -112,18 +113,6 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--output-length-ratio {args.output_length_ratio}: must be > 0 (or use --free-length)")
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: CUDA is not available")
-
-
-def labels_for(args: argparse.Namespace) -> list[str]:
-    """``--labels`` split on commas, or names from the paths (as the comparison tool names them)."""
-    from pet_fairseq.evaluation.compare import default_labels
-
-    if not args.labels:
-        return default_labels(args.models)
-    labels = [label.strip() for label in args.labels.split(",")]
-    if len(labels) != len(args.models) or len(set(labels)) != len(labels) or not all(labels):
-        raise EvaluationError(f"--labels needs {len(args.models)} distinct non-empty names, got {args.labels!r}")
-    return labels
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +308,7 @@ def settings(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> list[dict]:
     """Load the models, build the inputs and time them; the results of :func:`benchmark`."""
     torch.set_num_threads(args.threads)
-    labels = labels_for(args)
+    labels = parse_labels(args)
     models, langs = load_models(args, labels)
     dictionary = models[0].task.source_dictionary
     if args.source_text is not None:
