@@ -192,17 +192,6 @@ def test_incremental_decoder_steps_equal_full_forward():
     assert sum(key.endswith("attn_state") and "linear_s" in value for key, value in state.items()) == 4
 
 
-def test_qk_swap_acts_on_linear_attention():
-    model = build("pet_linear_iwslt_de_en", **TINY)
-    src, src_len = batch()
-    prev = batch(seed=7)[0]
-    with torch.no_grad():
-        with_swap = model(src, src_len, prev)[0]
-        for view in [*model.encoder.layers, *model.decoder.layers]:
-            view.swap_qk = False
-        assert (model(src, src_len, prev)[0] - with_swap).abs().max() > 1e-3
-
-
 def test_encoder_padding_does_not_leak():
     """A sentence encodes the same alone and left-padded in a batch; pad inputs never reach real positions."""
     model = build("pet_linear_iwslt_de_en", **TINY)

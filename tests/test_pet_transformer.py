@@ -182,8 +182,10 @@ def test_pet_equals_its_unrolled_plain_stack():
         torch.testing.assert_close(pet(src, src_len, prev)[0], plain(src, src_len, prev)[0], rtol=0, atol=1e-5)
 
 
-def test_qk_swap_is_active():
-    pet = build("pet_iwslt_de_en", **TINY)
+@pytest.mark.parametrize("arch", ["pet_iwslt_de_en", "pet_linear_iwslt_de_en"])
+def test_qk_swap_is_active(arch):
+    """The swap acts on every self-attention kind (linear attention keeps fairseq's q_proj/k_proj)."""
+    pet = build(arch, **TINY)
     src, src_len = batch()
     prev = batch(seed=7)[0]
     with torch.no_grad():
