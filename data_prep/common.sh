@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Shared driver of data_prep/prepare-*.sh (sourced, not run). The text steps live in tested
 # Python (python -m pet_fairseq.preprocessing); this file only picks the interpreter, forwards
-# the arguments, runs fairseq-preprocess and prints the summary.
+# the arguments, runs fairseq-preprocess, writes the data-bin's preprocessing recipe
+# (OUT/data-bin/preprocessing.json + the subword model) and prints the summary.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,7 +39,8 @@ run_prepare() {
                 "$PY" -m pet_fairseq.preprocessing "$dataset" --help
                 echo
                 echo "From data_prep/prepare-$dataset.sh: --out defaults to data-bin/$dataset.SRC-TGT; after the"
-                echo "text steps, fairseq-preprocess --joined-dictionary writes OUT/data-bin (log: OUT/fairseq-preprocess.log)."
+                echo "text steps, fairseq-preprocess --joined-dictionary writes OUT/data-bin (log: OUT/fairseq-preprocess.log),"
+                echo "then OUT/data-bin/preprocessing.json records the recipe (read by python -m pet_fairseq.translate)."
                 echo "Environment: PYTHON=/path/to/python picks the interpreter (default: active venv, ./.venv, python3)."
                 exit 0 ;;
             --src) src="${2:-}"; shift 2 || shift ;;
@@ -68,6 +70,7 @@ run_prepare() {
             exit 1
         }
 
-    echo "== [3/3] summary"
+    echo "== [3/3] recipe (how to prepare new text: python -m pet_fairseq.translate reads it) and summary"
+    "$PY" -m pet_fairseq.preprocessing recipe "$out"
     "$PY" -m pet_fairseq.preprocessing summary "$out"
 }

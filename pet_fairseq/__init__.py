@@ -1,7 +1,9 @@
 """pet_fairseq: a fairseq ``--user-dir`` plugin for parameter-efficient students.
 
 Importing the package registers its models, tasks and criteria with fairseq and makes fairseq
-checkpoints loadable under torch's ``weights_only`` default (see :mod:`pet_fairseq.compat`).
+checkpoints loadable under torch's ``weights_only`` default, keeps fairseq from dropping the last
+batch and makes fairseq's distributed launchers work under torchrun and on CPU (see
+:mod:`pet_fairseq.compat`).
 """
 
 __version__ = "0.1.0"
@@ -10,5 +12,6 @@ from pet_fairseq import compat as _compat
 
 _compat.allow_fairseq_checkpoints()
 _compat.keep_last_partial_batch()
+_compat.fix_distributed_training()
 
 from pet_fairseq import criterions, models, tasks  # noqa: E402,F401  (registration side effects)

@@ -55,3 +55,46 @@ def keep_last_partial_batch() -> None:
     batch_by_size._pet_keeps_last_batch = True
     batch_by_size.__doc__ = original.__doc__
     data_utils.batch_by_size = batch_by_size
+
+
+
+def fix_distributed_training() -> None:
+    """Make fairseq 0.12 run one data-parallel job under torchrun, with its own launcher and on CPU.
+
+    Replaces, by the versions in :mod:`pet_fairseq.distributed` (which says what fairseq gets
+    wrong): ``fairseq.distributed.utils.call_main`` (what ``fairseq-train`` calls once the
+    arguments, and so this plugin, are loaded), ``fairseq.models.DistributedFairseqModel`` (what
+    the trainer wraps the model and a criterion with parameters in) and
+    ``fairseq.distributed.utils._broadcast_object_slow`` (how rank 0 sends the checkpoint it
+    loaded to the other ranks when a run resumes).
+    """
+    from fairseq import models
+    from fairseq.distributed import utils as distributed_utils
+
+    from pet_fairseq import distributed
+
+    if not getattr(models.DistributedFairseqModel, "_pet_wrapper", False):
+        models.DistributedFairseqModel = distributed.distributed_wrapper(models.DistributedFairseqModel)
+    distributed_utils._broadcast_object_slow = distributed.broadcast_object_slow
+    if not getattr(distributed_utils.call_main, "_pet_launch", False):
+        distributed_utils.call_main = distributed.call_main_wrapper(distributed_utils.call_main)
+
+
+def allow_bf16_without_tpu(cfg) -> None:
+    """Let ``--bf16`` train in bfloat16 on GPUs (and CPUs) instead of requiring a TPU.
+
+    fairseq 0.12's argument parsing turns ``--bf16`` into ``--tpu`` as well (its help says
+    "implies --tpu"), so without ``torch_xla`` the trainer fails with ``'NoneType' object has no
+    attribute 'xla_device'``. Its bfloat16 code paths (model, criterion and batches cast to
+    bfloat16, an fp32 master copy in ``FP16Optimizer``) do not otherwise depend on the TPU, so
+    when ``torch_xla`` is not installed the implied TPU flag is dropped.
+    """
+    import importlib.util
+    import logging
+
+    from omegaconf import open_dict
+
+    if cfg.common.bf16 and cfg.common.tpu and importlib.util.find_spec("torch_xla") is None:
+        logging.getLogger(__name__).info("--bf16 without torch_xla: training in bfloat16 on the GPU/CPU, not on a TPU")
+        with open_dict(cfg.common):
+            cfg.common.tpu = False

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Decode time against source length (about 25/100/400 tokens), models side by side, the first one
-# the reference (GitHub issue 10). All arguments go to `python -m pet_fairseq.evaluation.length_benchmark`
-# (see --help and docs/linear_attention.md). Example:
+# the reference; timed like scripts/benchmark_speed.sh and scripts/evaluate.sh (pet_fairseq.evaluation.speed).
+# All arguments go to `python -m pet_fairseq.evaluation.length_benchmark` (see --help and
+# docs/linear_attention.md). Example:
 #
 #   bash scripts/benchmark_lengths.sh --data-bin data-bin/iwslt14.tokenized.de-en --labels softmax,linear \
 #       --lengths 25,100,400 --json results/lengths.json \

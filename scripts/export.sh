@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Export a trained student for deployment (GitHub issue 9). All arguments go to
+# Export a trained student for deployment. All arguments go to
 # `python -m pet_fairseq.export`; see docs/export.md. Examples:
 #
 #   bash scripts/export.sh unroll checkpoints/pet/checkpoint_best.pt exported/pet.transformer.pt

@@ -14,8 +14,8 @@ VENV="${PET_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 REQ="$ROOT/requirements.txt"
 
-"$PYTHON" - <<'PY' || { echo "error: Python 3.11 or 3.12 is required (found $("$PYTHON" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2; exit 1; }
-import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else 1)
+"$PYTHON" - <<'PY' || { echo "error: Python 3.11 is required (found $("$PYTHON" --version 2>&1); 3.12 is untested and pyproject.toml declares 3.11 only); set PYTHON=/path/to/python3.11" >&2; exit 1; }
+import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)
 PY
 
 if [ ! -x "$VENV/bin/python" ]; then

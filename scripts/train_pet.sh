@@ -1,101 +1,165 @@
 #!/usr/bin/env bash
-# PET recipe on a binarized dataset: teacher -> warm-up on simplified targets -> KD.
+# PET recipe on a binarized dataset: teacher -> sequence-level KD corpus -> student distilled with
+# PET's warm-up phase and word-level KD, all in one budget of student updates.
 #
 #   bash scripts/train_pet.sh --data-bin DIR --out DIR [--teacher CKPT] [options]
 #
-# Stages (each is a real fairseq-train run; a stage whose final checkpoint exists is reused,
-# so an interrupted run resumes and a trained teacher is cached):
-#   1. teacher   --teacher-arch (transformer_iwslt_de_en), unless --teacher CKPT is given
-#   2. warm-up   --task pet_warmup --criterion pet_warmup, --warmup-epochs (3) epochs
-#   3. KD        --task pet_distillation --criterion pet_kd, from the warm-up checkpoint
-#                (--finetune-from-model), --kd-max-update / --kd-max-epoch
-# Defaults are the paper's IWSLT'14 optimiser settings (Adam 0.9/0.98, lr 5e-4, inverse_sqrt
-# with 4000 warm-up updates, dropout 0.3, weight decay 1e-4, label smoothing 0.1, 4096 tokens).
+# Stages (a finished stage is reused, so an interrupted recipe resumes and the teacher is cached):
+#   1. teacher   fairseq-train --arch --teacher-arch, unless --teacher CKPT is given     -> OUT/teacher
+#   2. corpus    python -m pet_fairseq.seqkd: the training split re-targeted with the teacher's
+#                beam-search output, same dictionaries (--seqkd none skips it)             -> OUT/seqkd
+#   3. student   fairseq-train --task pet_distillation --criterion pet_kd for --student-updates
+#                updates; the first --warmup-fraction of them train on PET's simplified targets -> OUT/student
+# The KD options are pet_kd's defaults (chosen by the study in README.md); --kd-args overrides them.
+# Optimiser defaults are the paper's IWSLT'14 settings (Adam 0.9/0.98, lr 5e-4, inverse_sqrt with
+# 4000 warm-up updates, dropout 0.3, weight decay 1e-4, label smoothing 0.1, 4096 tokens).
+# fairseq's output goes to each stage's train.log; the console shows stages and progress.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${PET_VENV:-$ROOT/.venv}/bin"
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; cat <<'EOT'
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; cat <<'EOT'
 Options:
   --data-bin DIR         binarized data (fairseq-preprocess output)            [required]
-  --out DIR              where teacher/, warmup/ and kd/ checkpoints go        [required]
+  --source-lang L --target-lang L   direction (default: the data-bin's only pair), stored in every checkpoint
+  --out DIR              where teacher/, seqkd/ and student/ go                [required]
   --teacher CKPT         use this trained teacher instead of training one
+  --teacher-only         stop after the teacher stage
   --teacher-arch A       architecture of a teacher trained here (transformer_iwslt_de_en)
   --student-arch A       student architecture (pet_iwslt_de_en)
   --teacher-max-update N / --teacher-max-epoch N   teacher budget (default: 50 epochs)
-  --warmup-epochs N      warm-up epochs (3)
-  --kd-max-update N / --kd-max-epoch N             KD budget (default: 50 epochs)
+  --student-updates N    the student's whole budget in updates, warm-up included (50000)
+  --warmup-fraction F    share of --student-updates spent on the warm-up phase (pet_kd's default)
+  --seqkd ENGINE         ctranslate2 (default, fast), fairseq, or none (train on the references)
+  --seqkd-args "..."     extra options of python -m pet_fairseq.seqkd (e.g. --beam 1, --compute-type int8)
   --max-tokens N (4096)  --lr X (5e-4)  --warmup-updates N (4000)  --dropout X (0.3)
   --teacher-args "..."   extra fairseq-train arguments for the teacher stage
-  --student-args "..."   extra fairseq-train arguments for both student stages (e.g. layer plans)
-  --warmup-args "..."    extra arguments for the warm-up stage (e.g. --confidence-threshold 0.7)
-  --kd-args "..."        extra arguments for the KD stage (e.g. --encoder-layer-map 1:1,2:2)
+  --student-args "..."   extra fairseq-train arguments for the student (e.g. layer plans)
+  --kd-args "..."        extra pet_kd options (e.g. --kd-alpha 0.1 --kd-temperature 10 --inter-beta 50)
   --cpu                  train on CPU
 EOT
 }
 
-DATA="" OUT="" TEACHER="" TEACHER_ARCH=transformer_iwslt_de_en STUDENT_ARCH=pet_iwslt_de_en
-TEACHER_BUDGET=(--max-epoch 50) WARMUP_EPOCHS=3 KD_BUDGET=(--max-epoch 50)
+DATA="" OUT="" TEACHER="" TEACHER_ARCH=transformer_iwslt_de_en STUDENT_ARCH=pet_iwslt_de_en TEACHER_ONLY=0
+TEACHER_BUDGET=(--max-epoch 50) STUDENT_UPDATES=50000 WARMUP_FRACTION=() SEQKD=ctranslate2 SEQKD_ARGS=""
 MAX_TOKENS=4096 LR=5e-4 WARMUP_UPDATES=4000 DROPOUT=0.3
-TEACHER_ARGS="" STUDENT_ARGS="" WARMUP_ARGS="" KD_ARGS="" CPU=()
+TEACHER_ARGS="" STUDENT_ARGS="" KD_ARGS="" CPU=() SRC="" TGT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --data-bin) DATA="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --teacher) TEACHER="$2"; shift 2 ;;
+    --teacher-only) TEACHER_ONLY=1; shift ;;
+    --source-lang) SRC="$2"; shift 2 ;;
+    --target-lang) TGT="$2"; shift 2 ;;
     --teacher-arch) TEACHER_ARCH="$2"; shift 2 ;;
     --student-arch) STUDENT_ARCH="$2"; shift 2 ;;
     --teacher-max-update) TEACHER_BUDGET=(--max-update "$2"); shift 2 ;;
     --teacher-max-epoch) TEACHER_BUDGET=(--max-epoch "$2"); shift 2 ;;
-    --warmup-epochs) WARMUP_EPOCHS="$2"; shift 2 ;;
-    --kd-max-update) KD_BUDGET=(--max-update "$2"); shift 2 ;;
-    --kd-max-epoch) KD_BUDGET=(--max-epoch "$2"); shift 2 ;;
+    --student-updates) STUDENT_UPDATES="$2"; shift 2 ;;
+    --warmup-fraction) WARMUP_FRACTION=(--warmup-fraction "$2"); shift 2 ;;
+    --seqkd) SEQKD="$2"; shift 2 ;;
+    --seqkd-args) SEQKD_ARGS="$2"; shift 2 ;;
     --max-tokens) MAX_TOKENS="$2"; shift 2 ;;
     --lr) LR="$2"; shift 2 ;;
     --warmup-updates) WARMUP_UPDATES="$2"; shift 2 ;;
     --dropout) DROPOUT="$2"; shift 2 ;;
     --teacher-args) TEACHER_ARGS="$2"; shift 2 ;;
     --student-args) STUDENT_ARGS="$2"; shift 2 ;;
-    --warmup-args) WARMUP_ARGS="$2"; shift 2 ;;
     --kd-args) KD_ARGS="$2"; shift 2 ;;
     --cpu) CPU=(--cpu); shift ;;
+    --warmup-epochs|--kd-max-update|--kd-max-epoch|--warmup-args)
+      echo "error: $1 is gone: the warm-up is now a phase of the student's run; use --student-updates N and" \
+           "--warmup-fraction F (see --help)" >&2; exit 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+case "$SEQKD" in ctranslate2|fairseq|none) ;; *) echo "error: --seqkd must be ctranslate2, fairseq or none, not '$SEQKD'" >&2; exit 2 ;; esac
 [ -n "$DATA" ] && [ -n "$OUT" ] || { echo "error: --data-bin and --out are required (see --help)" >&2; exit 2; }
 [ -d "$DATA" ] || { echo "error: --data-bin $DATA is not a folder; binarize your data first (bash data_prep/prepare-<dataset>.sh)" >&2; exit 2; }
 [ -x "$BIN/fairseq-train" ] || { echo "error: $BIN/fairseq-train not found; run: bash scripts/install.sh" >&2; exit 2; }
 if [ -n "$TEACHER" ] && [ ! -f "$TEACHER" ]; then echo "error: --teacher $TEACHER does not exist" >&2; exit 2; fi
+if [ -n "$SRC$TGT" ] && { [ -z "$SRC" ] || [ -z "$TGT" ]; }; then
+  echo "error: pass both --source-lang and --target-lang (or neither: the data-bin's pair)" >&2; exit 2
+fi
 USER_DIR="$ROOT/pet_fairseq"
+# Every stage gets the language pair, so every checkpoint records its direction (fairseq-train infers a
+# missing pair from the split file names, SPLIT.SRC-TGT.LANG.idx, but saves None).
+if [ -z "$SRC" ] && [ -z "$TGT" ]; then
+  PAIRS="$(ls "$DATA" | sed -n 's/^[^.]*\.\([^.-]*\)-\([^.]*\)\.[^.]*\.idx$/\1 \2/p' | sort -u)"
+  if [ "$(printf '%s\n' "$PAIRS" | grep -c .)" = 1 ]; then read -r SRC TGT <<< "$PAIRS"; fi
+fi
+LANGS=()
+if [ -n "$SRC" ] && [ -n "$TGT" ]; then LANGS=(--source-lang "$SRC" --target-lang "$TGT"); fi
 
 OPTIM=(--optimizer adam --adam-betas "(0.9, 0.98)" --lr "$LR" --lr-scheduler inverse_sqrt
        --warmup-updates "$WARMUP_UPDATES" --warmup-init-lr 1e-07 --weight-decay 0.0001 --clip-norm 0.0
        --dropout "$DROPOUT" --max-tokens "$MAX_TOKENS" --log-format simple --log-interval 20
        --no-epoch-checkpoints "${CPU[@]}")
 
-stage() {  # stage NAME SAVE_DIR DONE_FILE -- fairseq-train args...
-  local name="$1" dir="$2" done="$3"; shift 4
+stage_failed() {  # stage_failed NAME SAVE_DIR CREATED: a save dir this run created and left empty goes (its log stays)
+  local name="$1" dir="$2" created="$3"
+  if [ -n "$created" ] && [ -z "$(ls -A "$dir" | grep -vx train.log)" ]; then
+    mv "$dir/train.log" "$dir.failed.log" 2>/dev/null || true
+    rmdir "$dir"
+    echo "error: $name failed before writing a checkpoint; removed its empty save dir $dir (log: $dir.failed.log)" >&2
+  else
+    echo "error: $name produced no checkpoint (see $dir/train.log)" >&2
+  fi
+  exit 1
+}
+
+progress() {  # progress NAME LOG PID TOTAL: one console line per minute while fairseq-train runs
+  local name="$1" log="$2" pid="$3" total="$4" n
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 60
+    n="$(grep -o 'num_updates[= ][0-9]*' "$log" 2>/dev/null | tail -1 | grep -o '[0-9]*$' || true)"
+    [ -n "$n" ] && echo "[train_pet] $name: $n${total:+ / $total} updates" >&2
+  done
+}
+
+stage() {  # stage NAME SAVE_DIR DONE_FILE TOTAL -- fairseq-train args...
+  local name="$1" dir="$2" done="$3" total="$4" created="" pid; shift 5
   if [ -f "$done" ]; then echo "[train_pet] $name: reusing $done" >&2; return; fi
-  echo "[train_pet] $name -> $dir" >&2
+  echo "[train_pet] $name -> $dir (fairseq log: $dir/train.log)" >&2
+  [ -d "$dir" ] || created=1
   mkdir -p "$dir"
-  "$BIN/fairseq-train" "$DATA" --save-dir "$dir" "$@" 2>&1 | tee -a "$dir/train.log"
-  [ -f "$dir/checkpoint_last.pt" ] || { echo "error: $name produced no checkpoint (see $dir/train.log)" >&2; exit 1; }
+  "$BIN/fairseq-train" "$DATA_FOR_STAGE" --save-dir "$dir" "${LANGS[@]}" "$@" >> "$dir/train.log" 2>&1 &
+  pid=$!
+  progress "$name" "$dir/train.log" "$pid" "$total" &
+  if ! wait "$pid" || [ ! -f "$dir/checkpoint_last.pt" ]; then
+    tail -n 5 "$dir/train.log" >&2
+    stage_failed "$name" "$dir" "$created"
+  fi
   touch "$done"
 }
 
+DATA_FOR_STAGE="$DATA"
 if [ -z "$TEACHER" ]; then
   # shellcheck disable=SC2086
-  stage teacher "$OUT/teacher" "$OUT/teacher/.done" -- --arch "$TEACHER_ARCH" "${OPTIM[@]}" "${TEACHER_BUDGET[@]}" \
+  stage teacher "$OUT/teacher" "$OUT/teacher/.done" "" -- --arch "$TEACHER_ARCH" "${OPTIM[@]}" "${TEACHER_BUDGET[@]}" \
     --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --user-dir "$USER_DIR" $TEACHER_ARGS
-  TEACHER="$OUT/teacher/checkpoint_best.pt"
+  TEACHER="$OUT/teacher/checkpoint_last.pt"
+fi
+echo "[train_pet] teacher: $TEACHER" >&2
+[ "$TEACHER_ONLY" = 1 ] && exit 0
+
+if [ "$SEQKD" != none ]; then
+  if [ -f "$OUT/seqkd/seqkd.json" ]; then
+    echo "[train_pet] corpus: reusing $OUT/seqkd" >&2
+  else
+    echo "[train_pet] corpus: the training split decoded by the teacher ($SEQKD) -> $OUT/seqkd" >&2
+    # shellcheck disable=SC2086
+    DEVICE=cpu
+    if [ ${#CPU[@]} -eq 0 ] && "$BIN/python" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then DEVICE=cuda; fi
+    "$BIN/python" -m pet_fairseq.seqkd "$DATA" --teacher "$TEACHER" --out "$OUT/seqkd" --engine "$SEQKD" \
+      --device "$DEVICE" "${LANGS[@]}" $SEQKD_ARGS
+  fi
+  DATA_FOR_STAGE="$OUT/seqkd"
 fi
 # shellcheck disable=SC2086
-stage warm-up "$OUT/warmup" "$OUT/warmup/.done" -- --user-dir "$USER_DIR" --task pet_warmup --teacher-path "$TEACHER" \
-  --criterion pet_warmup --arch "$STUDENT_ARCH" "${OPTIM[@]}" --max-epoch "$WARMUP_EPOCHS" $STUDENT_ARGS $WARMUP_ARGS
-# shellcheck disable=SC2086
-stage KD "$OUT/kd" "$OUT/kd/.done" -- --user-dir "$USER_DIR" --task pet_distillation --teacher-path "$TEACHER" \
-  --criterion pet_kd --arch "$STUDENT_ARCH" --finetune-from-model "$OUT/warmup/checkpoint_last.pt" \
-  "${OPTIM[@]}" "${KD_BUDGET[@]}" $STUDENT_ARGS $KD_ARGS
-echo "[train_pet] teacher: $TEACHER" >&2
-echo "[train_pet] student: $OUT/kd/checkpoint_best.pt" >&2
+stage student "$OUT/student" "$OUT/student/.done" "$STUDENT_UPDATES" -- --user-dir "$USER_DIR" --task pet_distillation \
+  --teacher-path "$TEACHER" --criterion pet_kd --arch "$STUDENT_ARCH" "${OPTIM[@]}" --max-update "$STUDENT_UPDATES" \
+  "${WARMUP_FRACTION[@]}" $STUDENT_ARGS $KD_ARGS
+echo "[train_pet] student: $OUT/student/checkpoint_last.pt" >&2

@@ -1,9 +1,13 @@
 """pet_distillation: the task that owns a frozen teacher."""
 
+import logging
+
 import pytest
 import torch
+from fairseq import options, tasks
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from tests.conftest import make_checkpoint, toy_dictionary, write_data_dir
+from tests.conftest import REPO, make_checkpoint, toy_dictionary, write_data_dir
 from tests.distill_helpers import LAYER_MAPS, TEACHER_ARGS, distillation, teacher_checkpoint, toy_sample
 
 
@@ -61,8 +65,14 @@ def test_missing_or_unreadable_teacher_is_a_clear_error(tmp_path):
         distillation(data, tmp_path / "nope.pt", *LAYER_MAPS)
     junk = tmp_path / "junk.pt"
     junk.write_text("not a checkpoint")
-    with pytest.raises(ValueError, match="junk.pt' is not a readable fairseq checkpoint"):
+    with pytest.raises(ValueError) as err:
         distillation(data, junk, *LAYER_MAPS)
+    assert str(err.value) == (f"teacher checkpoint {str(junk)!r} is not a fairseq checkpoint (torch could not unpickle "
+                              "it): pass the .pt file written by fairseq-train, e.g. checkpoints/teacher/checkpoint_best.pt")
+    weights = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(2)}, weights)  # a torch file, but not a fairseq checkpoint
+    with pytest.raises(ValueError, match="weights.pt' is a torch file but .*pass the .pt file written by fairseq-train"):
+        distillation(data, weights, *LAYER_MAPS)
 
 
 def test_dictionary_mismatch_names_the_dictionary(tmp_path):
@@ -91,8 +101,57 @@ def test_teacher_for_the_other_direction_is_rejected(tmp_path):
         str(data), "--user-dir", str(REPO / "pet_fairseq"), "--task", "pet_distillation", "--teacher-path", str(path),
         "-s", "en", "-t", "de", "--arch", "pet_iwslt_de_en"])
     task = tasks.setup_task(convert_namespace_to_omegaconf(args).task)
-    with pytest.raises(ValueError, match="translates de->en but this task is en->de"):
+    with pytest.raises(ValueError, match=r"translates de->en \(from its task config\) but this task is en->de"):
         task.build_model(convert_namespace_to_omegaconf(args).model)
+
+
+def _teacher_without_languages(tmp_path):
+    """A de->en teacher whose saved task config has no source_lang/target_lang (as plain fairseq-train
+    without -s/-t writes them); its data folder has fairseq-preprocess's split file names."""
+    data = write_data_dir(tmp_path / "data", toy_dictionary(60))
+    for lang in ("de", "en"):
+        for ext in ("bin", "idx"):
+            (data / f"train.de-en.{lang}.{ext}").write_bytes(b"")
+    path, _, _ = make_checkpoint(tmp_path / "teacher.pt", data, "transformer", *TEACHER_ARGS)
+    state = torch.load(path, map_location="cpu")
+    state["cfg"]["task"].update(source_lang=None, target_lang=None)
+    torch.save(state, path)
+    return data, path
+
+
+def test_teacher_without_languages_gets_its_direction_from_its_data_folder(tmp_path):
+    data, path = _teacher_without_languages(tmp_path)
+    with pytest.raises(ValueError) as err:
+        distillation(data, path, *LAYER_MAPS, "-s", "en", "-t", "de")  # the last -s/-t win
+    message = str(err.value)
+    assert "translates de->en" in message and "this task is en->de" in message
+    assert f"inferred from the split files of its data folder {data}" in message
+    assert "--source-lang de --target-lang en" in message
+    task, _, _ = distillation(data, path, *LAYER_MAPS)  # de->en: accepted
+    assert task.teacher is not None
+
+
+def test_teacher_whose_direction_cannot_be_told_is_loaded_with_a_warning(tmp_path, caplog):
+    data, path = _teacher_without_languages(tmp_path)
+    state = torch.load(path, map_location="cpu")
+    state["cfg"]["task"]["data"] = str(tmp_path / "moved")
+    torch.save(state, path)
+    with caplog.at_level(logging.WARNING, logger="pet_fairseq.tasks.distillation"):
+        task, _, _ = distillation(data, path, *LAYER_MAPS)
+    assert task.teacher is not None
+    assert "cannot check the translation direction of teacher" in caplog.text and "moved does not exist" in caplog.text
+
+
+def test_the_inferred_language_pair_is_stored_in_the_config_fairseq_saves(tmp_path):
+    data, path = _teacher_without_languages(tmp_path)
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(data), "--user-dir", str(REPO / "pet_fairseq"), "--task", "pet_distillation", "--teacher-path", str(path),
+        "--arch", "pet_iwslt_de_en"])  # no -s/-t
+    cfg = convert_namespace_to_omegaconf(args)
+    assert cfg.task.source_lang is None
+    tasks.setup_task(cfg.task)
+    # fairseq-train's checkpoints hold OmegaConf.to_container(cfg): the inferred pair is in it now
+    assert (cfg.task.source_lang, cfg.task.target_lang) == ("de", "en")
 
 
 def test_loading_the_student_to_decode_does_not_load_the_teacher(setup):

@@ -241,3 +241,24 @@ def test_ctranslate2_limits_are_export_errors(tmp_path, data_dir):
         convert(path, tmp_path / "ct2")
     with pytest.raises(ExportError, match="does not exist; pass --data-bin"):
         convert(path, tmp_path / "ct2", data_bin=tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("arch", ["pet_iwslt_de_en", "pet_deep_shallow_iwslt_de_en",
+                                  "pet_deep12_shallow_iwslt_de_en"])
+def test_ctranslate2_float32_gives_the_students_hypotheses(tmp_path, data_dir, arch):
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
+    from pet_fairseq.evaluation.translators import CTranslate2Translator, FairseqTranslator, OutputLength
+    from pet_fairseq.export.ctranslate2 import convert
+
+    path, model, _ = make_checkpoint(tmp_path / "student.pt", data_dir, arch, *DIMS, seed=3)
+    peaky(model, scale=2.5)  # real choices, but not so sharp that 12 shared layers saturate into near-ties
+    torch.save({**torch.load(path), "model": model.state_dict()}, path)
+    d = toy_dictionary(VOCAB)
+    fairseq_side = FairseqTranslator(arch, model, TranslationTask(TranslationConfig(), d, d))
+    ct2_side = CTranslate2Translator(arch, str(convert(path, tmp_path / "ct2")), d, d, threads=1)
+    src, src_len = batch(vocab=VOCAB)
+    sources = [row[-n:-1].tolist() for row, n in zip(src, src_len.tolist())]  # without padding and EOS
+    for beam in (5, 1):
+        for length in (OutputLength(max_len_b=12), OutputLength.forced(9)):
+            expected = fairseq_side.translate(fairseq_side.prepare(sources), beam, length)
+            assert ct2_side.translate(ct2_side.prepare(sources), beam, length) == expected

@@ -352,14 +352,15 @@ def test_benchmark_inputs_concatenate_consecutive_sentences():
 
 def test_benchmark_output_limits_and_bad_arguments(tmp_path, capsys):
     from pet_fairseq.evaluation import length_benchmark as lb
+    from pet_fairseq.evaluation.translators import OutputLength
 
     parser = lb.build_parser()
     forced = parser.parse_args(["m.pt", "--data-bin", "d"])
-    assert lb.output_limits(forced, 100) == {"min_len": 99, "max_len_a": 0, "max_len_b": 99}  # 99 + EOS = 100
+    assert lb.output_limits(forced, 100) == OutputLength(min_len=99, max_len_a=0, max_len_b=99)  # 99 + EOS = 100
     half = parser.parse_args(["m.pt", "--data-bin", "d", "--output-length-ratio", "0.5"])
-    assert lb.output_limits(half, 25) == {"min_len": 11, "max_len_a": 0, "max_len_b": 11}
+    assert lb.output_limits(half, 25) == OutputLength(min_len=11, max_len_a=0, max_len_b=11)
     free = parser.parse_args(["m.pt", "--data-bin", "d", "--free-length", "--max-len-a", "2", "--max-len-b", "3"])
-    assert lb.output_limits(free, 25) == {"min_len": 1, "max_len_a": 2.0, "max_len_b": 3}
+    assert lb.output_limits(free, 25) == OutputLength(min_len=1, max_len_a=2.0, max_len_b=3)
     with pytest.raises(ValueError, match="--lengths '25,x'"):
         lb.parse_lengths("25,x")
     (tmp_path / "bin").mkdir()

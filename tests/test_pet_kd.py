@@ -1,14 +1,16 @@
 """pet_kd: loss against a hand-computed reference, padding, layer maps, projections."""
 
+import logging
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pet_fairseq.criterions.pet_kd import kd_kl_loss, parse_layer_map
+from pet_fairseq.criterions.pet_kd import default_layer_map, kd_kl_loss, parse_layer_map
 from pet_fairseq.tasks.distillation import forward_with_states
-from tests.distill_helpers import LAYER_MAPS, distillation, teacher_checkpoint, toy_sample
+from tests.conftest import make_checkpoint, toy_dictionary, write_data_dir
+from tests.distill_helpers import LAYER_MAPS, TEACHER_ARGS, distillation, teacher_checkpoint, toy_sample
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +113,8 @@ def test_loss_terms_are_logged_for_fairseq(setup):
     ("a:b", "'a:b' is not TEACHER:STUDENT"),
     ("7:1", "pair 7:1 is out of range; the teacher has 6 layers and the student 4"),
     ("2:5", "pair 2:5 is out of range"),
+    ("1:1,1:1", "pair 1:1 is given twice"),
+    ("2:1,4:2,2:1", "pair 2:1 is given twice"),
 ])
 def test_invalid_layer_maps_are_clear_errors(text, message):
     with pytest.raises(ValueError, match=message):
@@ -122,7 +126,84 @@ def test_layer_map_parses_the_papers_default():
     assert parse_layer_map("", 6, 4, "x") == []
 
 
-def test_default_layer_map_against_a_shallow_teacher_says_what_to_do(tmp_path):
+@pytest.mark.parametrize("teacher, student, expected", [
+    (6, 4, [(1, 1), (3, 2), (4, 3), (6, 4)]),
+    (3, 4, [(1, 1), (2, 2), (3, 4)]),
+    (4, 4, [(1, 1), (2, 2), (3, 3), (4, 4)]),
+    (2, 6, [(1, 3), (2, 6)]),
+    (12, 3, [(4, 1), (8, 2), (12, 3)]),
+])
+def test_default_layer_map_is_evenly_spaced_over_the_actual_depths(teacher, student, expected):
+    assert default_layer_map(teacher, student) == expected
+    assert parse_layer_map("auto", teacher, student, "x") == expected
+
+
+def test_default_layer_map_adapts_to_a_3_layer_teacher_and_a_4_deep_student(tmp_path, caplog):
+    data = write_data_dir(tmp_path / "data", toy_dictionary(60))
+    args = [*TEACHER_ARGS, "--encoder-layers", "3", "--decoder-layers", "3"]  # the last value of an option wins
+    path, _, _ = make_checkpoint(tmp_path / "teacher.pt", data, "transformer", *args, seed=11)
+    with caplog.at_level(logging.INFO, logger="pet_fairseq.criterions.pet_kd"):
+        task, student, criterion = distillation(data, path, "--inter-beta", "1")  # no map given: the default
+    assert task.student_shape.encoder_layers == task.student_shape.decoder_layers == 4
+    assert criterion.encoder_map == criterion.decoder_map == [(1, 1), (2, 2), (3, 4)]
+    assert len(criterion.encoder_projections) == len(criterion.decoder_projections) == 3
+    assert "--encoder-layer-map auto: 1:1,2:2,3:4 for a 3-layer teacher and a 4-deep student" in caplog.text
+    assert "--decoder-layer-map auto: 1:1,2:2,3:4" in caplog.text
+    loss, _, log = criterion(student.train(), toy_sample(task.target_dictionary))
+    assert torch.isfinite(loss) and log["inter_loss"] > 0
+
+
+def test_an_explicit_empty_map_still_means_no_intermediate_loss(tmp_path):
     data, path, _ = teacher_checkpoint(tmp_path)
-    with pytest.raises(ValueError, match="--encoder-layer-map '2:1,4:2,6:4': pair 4:2 is out of range; the teacher has 2"):
-        distillation(data, path)
+    task, student, criterion = distillation(data, path, "--inter-beta", "1", "--encoder-layer-map", "",
+                                            "--decoder-layer-map", "")
+    assert criterion.encoder_map == criterion.decoder_map == [] and not list(criterion.parameters())
+    _, _, log = criterion(student, toy_sample(task.target_dictionary))
+    assert log["inter_loss"] == 0
+
+
+def test_warmup_phase_uses_simplified_targets_then_kd(tmp_path):
+    """--warmup-fraction 0.3 of --max-update 10: updates 0-2 train on PET's warm-up loss, then KD."""
+    from pet_fairseq.criterions.pet_warmup import warmup_loss
+    from pet_fairseq.tasks.warmup import simplified_targets
+
+    data, path, _ = teacher_checkpoint(tmp_path)
+    task, student, criterion = distillation(data, path, *LAYER_MAPS, "--warmup-fraction", "0.3", "--max-update", "10",
+                                            "--confidence-threshold", "0.2", "--token-loss-weight", "0.5")
+    student.eval()
+    sample = toy_sample(task.target_dictionary)
+    assert criterion.warmup_updates == 3
+    criterion.train()
+    criterion.set_update_num(2)
+    loss, _, log = criterion(student, sample)
+    lprobs, target = criterion.get_lprobs_and_target(student, student(**sample["net_input"]), sample)
+    labels = simplified_targets(task.teacher_outputs(student, sample).logits, sample["target"], 0.2).reshape(-1)
+    expected = warmup_loss(lprobs, target, labels, target.ne(task.target_dictionary.pad()))
+    ce, _ = criterion.compute_loss(student, student(**sample["net_input"]), sample)
+    assert "warmup_loss" in log and "kd_loss" not in log
+    assert torch.allclose(loss, expected + 0.5 * ce, atol=1e-4)
+    criterion.set_update_num(3)
+    _, _, log = criterion(student, sample)
+    assert "kd_loss" in log and "warmup_loss" not in log
+    criterion.eval()  # validation always reports the KD loss
+    criterion.set_update_num(0)
+    assert "kd_loss" in criterion(student, sample)[2]
+
+
+def test_warmup_fraction_needs_an_update_budget(tmp_path):
+    data, path, _ = teacher_checkpoint(tmp_path)
+    with pytest.raises(ValueError, match="pass --max-update N"):
+        distillation(data, path, *LAYER_MAPS, "--warmup-fraction", "0.1")
+    with pytest.raises(ValueError, match=r"--warmup-fraction must be in \[0, 1\)"):
+        distillation(data, path, *LAYER_MAPS, "--warmup-fraction", "1.5", "--max-update", "10")
+
+
+def test_defaults_are_the_studys_recipe_and_beta_zero_trains_no_projections(tmp_path, caplog):
+    """α 0.5, τ 1, β 0 (README's study): no intermediate pairs, so no projections, and a map given with β 0 is reported."""
+    data, path, _ = teacher_checkpoint(tmp_path)
+    _, _, criterion = distillation(data, path)
+    assert (criterion.alpha, criterion.temperature, criterion.beta, criterion.warmup_updates) == (0.5, 1.0, 0.0, 0)
+    assert criterion.encoder_map == criterion.decoder_map == [] and not list(criterion.parameters())
+    with caplog.at_level(logging.WARNING, logger="pet_fairseq.criterions.pet_kd"):
+        distillation(data, path, *LAYER_MAPS)
+    assert "--inter-beta 0: the layer maps given are not used" in caplog.text

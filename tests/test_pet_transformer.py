@@ -58,9 +58,10 @@ def beam_vs_full_forward(model, beam: int = 5):
     return worst, hypos
 
 
-@pytest.mark.parametrize("arch", ["pet_iwslt_de_en", "pet_wmt_en_de"])
+@pytest.mark.parametrize("arch", ["pet_iwslt_de_en", "pet_wmt_en_de", "pet_deep_shallow_iwslt_de_en",
+                                  "pet_deep12_shallow_iwslt_de_en"])
 def test_beam_search_equals_full_forward(arch):
-    sizes = TINY if arch == "pet_iwslt_de_en" else {**TINY, "decoder_embed_dim": 48, "decoder_ffn_embed_dim": 96}
+    sizes = {**TINY, "decoder_embed_dim": 48, "decoder_ffn_embed_dim": 96} if arch == "pet_wmt_en_de" else TINY
     model = peaky(build(arch, **sizes))
     with torch.no_grad():
         worst, hypos = beam_vs_full_forward(model)
@@ -109,7 +110,25 @@ def test_pet_plan_and_widths():
     assert dec.output_projection.weight is dec.embed_tokens.weight
 
 
-def pet_analytic_parameters(vocab: int, e: int = 320, ef: int = 640, d: int = 240, df: int = 480, unique: int = 2) -> int:
+@pytest.mark.parametrize("arch, encoder_plan, decoder_plan", [
+    ("pet_iwslt_de_en", "0,1,0~,1~", "0,1,0~,1~"),
+    ("pet_deep_shallow_iwslt_de_en", "0,1,0~,1~,0,1", "0"),
+    ("pet_deep12_shallow_iwslt_de_en", "0,1,2,0~,1~,2~,0,1,2,0~,1~,2~", "0"),
+])
+def test_named_plans_keep_pet_widths_query_sharing_and_tied_embeddings(arch, encoder_plan, decoder_plan):
+    model = build(arch)
+    enc, dec = model.encoder, model.decoder
+    assert (str(enc.layer_plan), str(dec.layer_plan)) == (encoder_plan, decoder_plan)
+    assert enc.num_layers == len(enc.layers) == len(encoder_plan.split(","))
+    assert dec.num_layers == len(dec.layers) == len(decoder_plan.split(","))
+    assert [v.swap_qk for v in enc.layers] == ["~" in step for step in encoder_plan.split(",")]
+    assert (enc.embed_tokens.embedding_dim, dec.embed_tokens.embedding_dim) == (320, 240)
+    assert all(layer.encoder_attn.q_proj is layer.self_attn.q_proj for layer in dec.unique_layers)
+    assert dec.output_projection.weight is dec.embed_tokens.weight
+
+
+def pet_analytic_parameters(vocab: int, e: int = 320, ef: int = 640, d: int = 240, df: int = 480,
+                            encoder_unique: int = 2, decoder_unique: int = 2) -> int:
     linear = lambda i, o: i * o + o  # noqa: E731
     encoder_layer = 4 * linear(e, e) + linear(e, ef) + linear(ef, e) + 2 * 2 * e
     decoder_layer = (
@@ -117,13 +136,16 @@ def pet_analytic_parameters(vocab: int, e: int = 320, ef: int = 640, d: int = 24
         + 2 * linear(e, d) + linear(d, d)  # cross-attention k, v (from the encoder width) and out; q is shared
         + linear(d, df) + linear(df, d) + 3 * 2 * d
     )
-    return vocab * e + vocab * d + unique * (encoder_layer + decoder_layer)  # output projection tied
+    return vocab * e + vocab * d + encoder_unique * encoder_layer + decoder_unique * decoder_layer  # output proj. tied
 
 
-def test_unique_parameters_equal_analytic_count():
+@pytest.mark.parametrize("arch, encoder_unique, decoder_unique",
+                         [("pet_iwslt_de_en", 2, 2), ("pet_deep_shallow_iwslt_de_en", 2, 1),
+                          ("pet_deep12_shallow_iwslt_de_en", 3, 1)])
+def test_unique_parameters_equal_analytic_count(arch, encoder_unique, decoder_unique):
     d = toy_dictionary(1000)
-    model = build("pet_iwslt_de_en", task=toy_task(d))
-    expected = pet_analytic_parameters(len(d))
+    model = build(arch, task=toy_task(d))
+    expected = pet_analytic_parameters(len(d), encoder_unique=encoder_unique, decoder_unique=decoder_unique)
     assert sum(p.numel() for p in model.parameters()) == expected
     assert unique_parameter_count(model) == expected + 2  # + the encoder/decoder "version" buffers
 

@@ -10,6 +10,11 @@ where M is the layer map (teacher layer i → student depth j, encoder and decod
 n runs over non-pad positions, LN is layer normalisation without affine parameters and
 W_ij: d_S → d_T a learned projection. The projections live in this criterion, so fairseq
 optimises them and saves them under ``criterion`` in checkpoints, never in the student model.
+
+PET's warm-up as a phase of the same run: for the first ``⌊f · max_update⌋`` updates
+(``--warmup-fraction f``) the loss is the warm-up loss of :mod:`pet_fairseq.criterions.pet_warmup`
+on the teacher's simplified targets instead of L, so warm-up and KD share one budget, one
+optimiser state and one learning-rate schedule.
 """
 
 import logging
@@ -25,17 +30,51 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterionConfig,
 )
 from fairseq.logging import metrics
+from omegaconf import II
 from torch import Tensor, nn
 
+from pet_fairseq.criterions.pet_warmup import warmup_loss
 from pet_fairseq.tasks.distillation import DistillationTask, ModelOutputs, forward_with_states, stack_shape
+from pet_fairseq.tasks.warmup import simplified_targets
 
 logger = logging.getLogger(__name__)
 
 LayerMap = List[Tuple[int, int]]
 
 
+#: the layer-map value that picks :func:`default_layer_map` for the actual depths
+AUTO_LAYER_MAP = "auto"
+
+
+def default_layer_map(teacher_layers: int, student_layers: int) -> LayerMap:
+    """Evenly spaced pairs for a teacher of ``teacher_layers`` and a student of ``student_layers`` depths.
+
+    With n = min(teacher_layers, student_layers), pair k = 1..n maps teacher layer
+    ⌊k·teacher_layers/n⌋ to student depth ⌊k·student_layers/n⌋: every layer of the shallower
+    side is used once, the deeper side is sampled at even steps, and the last layers are always
+    paired. 6 teacher layers and 4 student depths give ``1:1,3:2,4:3,6:4``; 3 and 4 give
+    ``1:1,2:2,3:4``; equal depths give ``1:1,...,L:L``.
+    """
+    n = min(teacher_layers, student_layers)
+    return [(k * teacher_layers // n, k * student_layers // n) for k in range(1, n + 1)]
+
+
+def format_layer_map(pairs: LayerMap) -> str:
+    """``[(1, 1), (3, 2)]`` -> ``"1:1,3:2"`` (the option's syntax)."""
+    return ",".join(f"{t}:{s}" for t, s in pairs)
+
+
 def parse_layer_map(text: str, teacher_layers: int, student_layers: int, option: str) -> LayerMap:
-    """Parse ``"2:1,4:2,6:4"`` (teacher layer:student depth; 0 is the embedding output)."""
+    """Parse ``"2:1,4:2,6:4"`` (teacher layer:student depth; 0 is the embedding output).
+
+    ``"auto"`` is :func:`default_layer_map` of the two depths (logged); ``""`` is no pair at all.
+    A pair out of range or given twice is a ValueError naming the option and the pair.
+    """
+    if text.strip().lower() == AUTO_LAYER_MAP:
+        pairs = default_layer_map(teacher_layers, student_layers)
+        logger.info(f"{option} {AUTO_LAYER_MAP}: {format_layer_map(pairs) or '(none)'} for a {teacher_layers}-layer "
+                    f"teacher and a {student_layers}-deep student (evenly spaced; pass {option} to choose)")
+        return pairs
     if not text.strip():
         return []
     pairs = []
@@ -49,8 +88,20 @@ def parse_layer_map(text: str, teacher_layers: int, student_layers: int, option:
                 f"{option} {text!r}: pair {t}:{s} is out of range; the teacher has {teacher_layers} layers and "
                 f"the student {student_layers} (0 = embeddings)"
             )
+        if (t, s) in pairs:
+            raise ValueError(f"{option} {text!r}: pair {t}:{s} is given twice; list each TEACHER:STUDENT pair once")
         pairs.append((t, s))
     return pairs
+
+
+def warmup_phase_updates(fraction: float, max_update: int) -> int:
+    """Updates of the warm-up phase: ``⌊fraction · max_update⌋``; needs an update budget when fraction > 0."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"--warmup-fraction must be in [0, 1), got {fraction}")
+    if fraction > 0 and not max_update:
+        raise ValueError("--warmup-fraction is a fraction of the update budget: pass --max-update N "
+                         "(or --warmup-fraction 0 and a separate --task pet_warmup stage)")
+    return int(fraction * max_update)
 
 
 def kd_kl_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, temperature: float) -> Tensor:
@@ -71,16 +122,36 @@ def hidden_state_loss(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
 @dataclass
 class PETKDConfig(LabelSmoothedCrossEntropyCriterionConfig):
     label_smoothing: float = field(default=0.1, metadata={"help": "epsilon of the label-smoothed CE term"})
-    kd_alpha: float = field(default=0.1, metadata={"help": "α: weight of the soft-target KL term; the CE gets 1-α"})
-    kd_temperature: float = field(default=10.0, metadata={"help": "τ: softmax temperature of the KL term (scaled by τ²)"})
-    inter_beta: float = field(default=50.0, metadata={"help": "β: weight of the intermediate-layer loss (paper: 50-100)"})
+    kd_alpha: float = field(
+        default=0.5, metadata={"help": "α: weight of the soft-target KL term; the CE gets 1-α (paper: 0.1)"})
+    kd_temperature: float = field(
+        default=1.0, metadata={"help": "τ: softmax temperature of the KL term, scaled by τ² (paper: 10)"})
+    inter_beta: float = field(
+        default=0.0, metadata={"help": "β: weight of the intermediate-layer loss; 0 = off (paper: 50-100)"})
     encoder_layer_map: str = field(
-        default="2:1,4:2,6:4",
-        metadata={"help": "teacher encoder layer:student encoder depth pairs for the intermediate loss ('' = none)"},
+        default=AUTO_LAYER_MAP,
+        metadata={"help": "teacher encoder layer:student encoder depth pairs for the intermediate loss, e.g. "
+                          "'2:1,4:2,6:4' (0 = embeddings); 'auto' = evenly spaced for the actual depths "
+                          "(logged); '' = none"},
     )
     decoder_layer_map: str = field(
-        default="2:1,4:2,6:4", metadata={"help": "like --encoder-layer-map, for the decoder"}
+        default=AUTO_LAYER_MAP, metadata={"help": "like --encoder-layer-map, for the decoder"}
     )
+    warmup_fraction: float = field(
+        default=0.0,
+        metadata={"help": "fraction of --max-update spent on PET's warm-up (simplified targets) before the KD "
+                          "loss takes over, in the same run; 0 = KD from the first update"},
+    )
+    confidence_threshold: float = field(
+        default=0.5, metadata={"help": "warm-up phase: teacher top-1 probability above which it counts as sure"}
+    )
+    warmup_label_smoothing: float = field(
+        default=0.0, metadata={"help": "warm-up phase: label smoothing over the four simplified classes"}
+    )
+    token_loss_weight: float = field(
+        default=0.0, metadata={"help": "warm-up phase: weight of the ordinary token cross-entropy"}
+    )
+    max_update: int = II("optimization.max_update")
 
 
 @register_criterion("pet_kd", dataclass=PETKDConfig)
@@ -88,8 +159,17 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
     """(1-α)·label-smoothed CE + α·τ²·KL(teacher‖student) + β·intermediate loss."""
 
     def __init__(self, task, sentence_avg, label_smoothing, kd_alpha, kd_temperature, inter_beta,
-                 encoder_layer_map, decoder_layer_map, ignore_prefix_size=0, report_accuracy=False):
+                 encoder_layer_map, decoder_layer_map, warmup_fraction=0.0, confidence_threshold=0.5,
+                 warmup_label_smoothing=0.0, token_loss_weight=0.0, max_update=0, ignore_prefix_size=0,
+                 report_accuracy=False):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
+        self.warmup_updates = warmup_phase_updates(warmup_fraction, max_update)
+        if not 0.0 < confidence_threshold < 1.0:
+            raise ValueError(f"--confidence-threshold must be in (0, 1), got {confidence_threshold}")
+        self.confidence_threshold, self.warmup_smoothing = confidence_threshold, warmup_label_smoothing
+        self.token_loss_weight, self.update_num = token_loss_weight, 0
+        if self.warmup_updates:
+            logger.info(f"pet_kd: warm-up on simplified targets for updates 1-{self.warmup_updates} of {max_update}, then KD")
         if not isinstance(task, DistillationTask) or task.teacher is None:
             raise ValueError("--criterion pet_kd needs --task pet_distillation with --teacher-path")
         if not 0.0 <= kd_alpha <= 1.0 or kd_temperature <= 0 or inter_beta < 0:
@@ -97,6 +177,10 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
                              f"(got {kd_alpha}, {kd_temperature}, {inter_beta})")
         self.alpha, self.temperature, self.beta = kd_alpha, kd_temperature, inter_beta
         teacher, student = stack_shape(task.teacher), task.student_shape
+        if inter_beta == 0:  # no intermediate loss: no pairs, so no projections to train or save
+            if any(m.strip() not in ("", AUTO_LAYER_MAP) for m in (encoder_layer_map, decoder_layer_map)):
+                logger.warning("--inter-beta 0: the layer maps given are not used (no intermediate loss)")
+            encoder_layer_map = decoder_layer_map = ""
         self.encoder_map = parse_layer_map(encoder_layer_map, teacher.encoder_layers, student.encoder_layers, "--encoder-layer-map")
         self.decoder_map = parse_layer_map(decoder_layer_map, teacher.decoder_layers, student.decoder_layers, "--decoder-layer-map")
         # training-only projections d_student -> d_teacher, one per mapped pair
@@ -105,7 +189,17 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
         self.decoder_projections = nn.ModuleList(
             nn.Linear(student.decoder_dim, teacher.decoder_dim, bias=False) for _ in self.decoder_map)
 
+    def set_update_num(self, update_num: int) -> None:
+        """Called by the task before each training step: selects the warm-up or the KD phase."""
+        self.update_num = update_num
+
+    @property
+    def in_warmup(self) -> bool:
+        return self.training and self.update_num < self.warmup_updates
+
     def forward(self, model, sample, reduce=True):
+        if self.in_warmup:
+            return self.warmup_forward(model, sample, reduce)
         student = forward_with_states(model, sample["net_input"])
         teacher = self.task.teacher_outputs(model, sample)
         ce_loss, nll_loss = self.compute_loss(model, student.net_output, sample, reduce=reduce)
@@ -123,6 +217,23 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
             n_correct, total = self.compute_accuracy(model, student.net_output, sample)
             logging_output.update(n_correct=n_correct.data, total=total.data)
         return loss, sample_size, logging_output
+
+    def warmup_forward(self, model, sample, reduce=True):
+        """The warm-up phase: cross-entropy on the teacher's simplified targets (+ λ · token CE)."""
+        net_output = model(**sample["net_input"])
+        lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
+        with torch.no_grad():
+            teacher_logits = self.task.teacher_outputs(model, sample).logits
+        labels = simplified_targets(teacher_logits, sample["target"], self.confidence_threshold).reshape(-1)
+        mask = target.ne(self.padding_idx)
+        simplified = warmup_loss(lprobs, target, labels, mask, self.warmup_smoothing)
+        ce_loss, nll_loss = self.compute_loss(model, net_output, sample, reduce=reduce)
+        loss = simplified + self.token_loss_weight * ce_loss
+        sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
+        return loss, sample_size, {
+            "loss": loss.data, "nll_loss": nll_loss.data, "ce_loss": ce_loss.data, "warmup_loss": simplified.data,
+            "ntokens": sample["ntokens"], "nsentences": sample["target"].size(0), "sample_size": sample_size,
+        }
 
     def intermediate_loss(self, student: ModelOutputs, teacher: ModelOutputs, target_mask: Tensor) -> Tensor:
         """Mean over mapped pairs of the position-summed hidden-state MSE (encoder and decoder)."""
@@ -154,6 +265,7 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
     def reduce_metrics(cls, logging_outputs) -> None:
         super().reduce_metrics(logging_outputs)
         sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
-        for key in ("ce_loss", "kd_loss", "inter_loss"):
-            total = sum(log.get(key, 0) for log in logging_outputs)
-            metrics.log_scalar(key, total / sample_size / math.log(2), sample_size, round=3)
+        for key in ("ce_loss", "kd_loss", "inter_loss", "warmup_loss"):
+            if any(key in log for log in logging_outputs):
+                total = sum(log.get(key, 0) for log in logging_outputs)
+                metrics.log_scalar(key, total / sample_size / math.log(2), sample_size, round=3)

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
-from pet_fairseq.evaluation import bleu, report
+from pet_fairseq.evaluation import report
 from pet_fairseq.evaluation.checkpoint import read_checkpoint, save_inference_state
 from pet_fairseq.evaluation.checks import check_dictionaries, check_subset, resolve_languages
 from pet_fairseq.evaluation.environment import describe_environment
 from pet_fairseq.evaluation.errors import EvaluationError
+from pet_fairseq.evaluation.jobs import file_stem, make_job, score
 from pet_fairseq.evaluation.ratios import add_ratios
 from pet_fairseq.evaluation.runner import run_decoder
 
@@ -84,34 +85,6 @@ def parse_labels(args: argparse.Namespace) -> list[str]:
     if len(labels) != len(args.models) or len(set(labels)) != len(labels) or not all(labels):
         raise EvaluationError(f"--labels needs {len(args.models)} distinct non-empty names, got {args.labels!r}")
     return labels
-
-
-def file_stem(label: str) -> str:
-    """A label made safe for a file name."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
-
-
-def make_job(args: argparse.Namespace, label: str, checkpoint: Path, langs: tuple[str, str], workdir: Path) -> dict:
-    """The settings one decoding subprocess needs (identical for every model but the paths)."""
-    stem = file_stem(label)
-    return {
-        "label": label, "file_stem": stem, "checkpoint": str(checkpoint), "data_bin": str(args.data_bin.resolve()),
-        "subset": args.subset, "source_lang": langs[0], "target_lang": langs[1], "beam": args.beam,
-        "max_len_a": args.max_len_a, "max_len_b": args.max_len_b,
-        "batch_size": args.batch_size, "max_tokens": args.max_tokens, "threads": args.threads,
-        "repeats": args.repeats, "warmup": args.warmup, "max_sentences": args.max_sentences,
-        "bpe": args.bpe, "bpe_codes": args.bpe_codes, "sentencepiece_model": args.sentencepiece_model,
-        "tokenizer": args.tokenizer, "device": args.device, "out_dir": str(args.out_dir.resolve()),
-        "result_path": str(workdir / f"{stem}.result.json"),
-    }
-
-
-def score(files: dict[str, str]) -> dict:
-    """Both BLEU variants from the hypothesis/reference files a decoding process wrote."""
-    detok = bleu.detok_bleu(bleu.read_lines(files["hyp_detok"]), bleu.read_lines(files["ref_detok"]))
-    tok = bleu.tok_bleu(bleu.read_lines(files["hyp_tok"]), bleu.read_lines(files["ref_tok"]))
-    return {"detok": detok.score, "detok_signature": detok.signature, "detok_detail": detok.detail,
-            "tok": tok.score, "tok_signature": tok.signature, "tok_detail": tok.detail}
 
 
 def evaluate_model(args: argparse.Namespace, label: str, path: str, workdir: Path, ckpt_dir: Path) -> dict:

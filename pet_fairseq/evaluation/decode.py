@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 import pet_fairseq  # noqa: F401  (registers pet_transformer etc. and safe checkpoint loading)
 from pet_fairseq.evaluation import memory
-from pet_fairseq.evaluation.bleu import write_lines
 from pet_fairseq.evaluation.errors import EvaluationError
+from pet_fairseq.evaluation.jobs import write_texts
 from pet_fairseq.evaluation.postprocess import build_bpe_decoder, build_detokenizer
 from pet_fairseq.evaluation.speed import measure_speed
 
@@ -46,21 +46,30 @@ class Decoder:
         """Beam search on one collated batch; returns fairseq's per-sentence hypothesis lists."""
         return self.task.inference_step(self.generator, [self.model], sample)
 
+    def hypothesis_text(self, hypo: dict) -> str:
+        """One hypothesis as fairseq-generate prints its H line: target symbols (BPE kept), specials stripped."""
+        return self.task.target_dictionary.string(hypo["tokens"].int().cpu(), None,
+                                                  extra_symbols_to_ignore=_strip_symbols(self))
+
+
+def load_model(checkpoint: str, data_bin: str, source_lang: str, target_lang: str, device: str, beam: int,
+               max_len_a: float, max_len_b: int) -> Decoder:
+    """Load a checkpoint with ``data_bin``'s dictionaries on ``device`` and build its beam-search generator."""
+    overrides = {"data": str(data_bin), "source_lang": source_lang, "target_lang": target_lang}
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], arg_overrides=overrides)
+    target = torch.device(device)
+    model = models[0].to(target).eval()
+    gen_cfg = OmegaConf.structured(GenerationConfig(beam=beam, max_len_a=max_len_a, max_len_b=max_len_b))
+    model.prepare_for_inference_(OmegaConf.create({"generation": gen_cfg}))
+    return Decoder(task=task, model=model, generator=task.build_generator([model], gen_cfg), device=target)
+
 
 def load_decoder(job: dict) -> Decoder:
     """Load the checkpoint and subset, move the model to the device and build the generator."""
-    overrides = {"data": job["data_bin"], "source_lang": job["source_lang"], "target_lang": job["target_lang"]}
-    models, saved_cfg, task = checkpoint_utils.load_model_ensemble_and_task(
-        [job["checkpoint"]], arg_overrides=overrides
-    )
-    task.load_dataset(job["subset"], task_cfg=saved_cfg.task)
-    device = torch.device(job["device"])
-    model = models[0].to(device).eval()
-    gen_cfg = OmegaConf.structured(
-        GenerationConfig(beam=job["beam"], max_len_a=job["max_len_a"], max_len_b=job["max_len_b"])
-    )
-    model.prepare_for_inference_(OmegaConf.create({"generation": gen_cfg}))
-    return Decoder(task=task, model=model, generator=task.build_generator([model], gen_cfg), device=device)
+    decoder = load_model(job["checkpoint"], job["data_bin"], job["source_lang"], job["target_lang"], job["device"],
+                         job["beam"], job["max_len_a"], job["max_len_b"])
+    decoder.task.load_dataset(job["subset"], task_cfg=decoder.task.cfg)
+    return decoder
 
 
 class FirstSentences(BaseWrapperDataset):
@@ -113,8 +122,7 @@ def translate_subset(decoder: Decoder, batches: list[dict], unbpe: Callable[[str
         for i, sample_id in enumerate(sample["id"].tolist()):
             target = utils.strip_pad(sample["target"][i, :], tgt_dict.pad()).int().cpu()
             refs[sample_id] = unbpe(tgt_dict.string(target, None, escape_unk=True, extra_symbols_to_ignore=strip))
-            hypo_tokens = hypos[i][0]["tokens"].int().cpu()
-            hyps[sample_id] = unbpe(tgt_dict.string(hypo_tokens, None, extra_symbols_to_ignore=strip))
+            hyps[sample_id] = unbpe(decoder.hypothesis_text(hypos[i][0]))
     order = sorted(hyps)
     return [hyps[i] for i in order], [refs[i] for i in order]
 
@@ -131,22 +139,6 @@ def decode_pass(decoder: Decoder, batches: list[dict]) -> tuple[int, int]:
     return sentences, tokens
 
 
-def _write_texts(job: dict, hyps: list[str], refs: list[str], detok: Callable[[str], str]) -> dict[str, str]:
-    out = Path(job["out_dir"])
-    stem, subset = job["file_stem"], job["subset"]
-    paths = {
-        "hyp_tok": out / f"{stem}.{subset}.hyp.tok.txt",
-        "hyp_detok": out / f"{stem}.{subset}.hyp.detok.txt",
-        "ref_tok": out / f"{subset}.ref.tok.txt",
-        "ref_detok": out / f"{subset}.ref.detok.txt",
-    }
-    write_lines(paths["hyp_tok"], hyps)
-    write_lines(paths["hyp_detok"], [detok(h) for h in hyps])
-    write_lines(paths["ref_tok"], refs)
-    write_lines(paths["ref_detok"], [detok(r) for r in refs])
-    return {key: str(path) for key, path in paths.items()}
-
-
 def run_job(job: dict) -> dict:
     """Decode the subset for BLEU, then time it; return every figure of this model."""
     torch.set_num_threads(job["threads"])
@@ -157,7 +149,7 @@ def run_job(job: dict) -> dict:
     decoder = load_decoder(job)
     unbpe = build_bpe_decoder(job["bpe"], job.get("bpe_codes"), job.get("sentencepiece_model"))
     hyps, refs = translate_subset(decoder, make_batches(decoder, job), unbpe)
-    files = _write_texts(job, hyps, refs, build_detokenizer(job["tokenizer"], job["target_lang"]))
+    files = write_texts(job, hyps, refs, build_detokenizer(job["tokenizer"], job["target_lang"]))
     timed_batches = make_batches(decoder, job, job.get("max_sentences"))
     logger.info("timing %d sentences: %d warm-up batch, %d repeats", sum(len(b["id"]) for b in timed_batches),
                 job["warmup"], job["repeats"])

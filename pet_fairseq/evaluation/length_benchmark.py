@@ -1,4 +1,4 @@
-"""Decode time against input length, models side by side (GitHub issue 10).
+"""Decode time against input length, models side by side.
 
     python -m pet_fairseq.evaluation.length_benchmark --data-bin DATA_BIN --labels softmax,linear \\
         --lengths 25,100,400 softmax/checkpoint_best.pt linear/checkpoint_best.pt
@@ -7,8 +7,10 @@ Inputs of each length L are built from the source side of a binarized subset (or
 ``--source-text``, from a BPE'd text file, one sentence per line): consecutive sentences are
 concatenated (their EOS dropped) and cut to exactly L - 1 tokens + EOS, so every input of a length
 has the same size and a batch has no padding. Each model decodes the same inputs with fairseq's
-SequenceGenerator (beam search) in this one process; after ``--warmup`` untimed passes the
-``--repeats`` timed passes are interleaved model by model, and the median pass time is reported.
+SequenceGenerator (beam search) in this one process
+(:class:`~pet_fairseq.evaluation.translators.FairseqTranslator`); after ``--warmup`` untimed passes
+the ``--repeats`` timed passes are interleaved model by model
+(:func:`~pet_fairseq.evaluation.speed.measure_side_by_side`), and the median pass time is reported.
 
 Output length. By default it is *forced*: ``min_len = max_len = round(R · L) - 1`` tokens plus EOS
 (``--output-length-ratio R``, default 1.0), so every model generates exactly as many tokens and a
@@ -22,12 +24,8 @@ The first model is the reference: ``speed ×`` is its time per sentence over the
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import statistics
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +36,11 @@ from pet_fairseq.evaluation.checkpoint import read_checkpoint
 from pet_fairseq.evaluation.checks import check_dictionaries, check_subset, resolve_languages
 from pet_fairseq.evaluation.compare import parse_labels
 from pet_fairseq.evaluation.errors import EvaluationError
+from pet_fairseq.evaluation.report import write_benchmark_json
+from pet_fairseq.evaluation.speed import measure_side_by_side
+from pet_fairseq.evaluation.translators import FairseqTranslator, OutputLength, decode_pass
 
 logger = logging.getLogger("pet_fairseq.evaluation.length_benchmark")
-
-
-@dataclass
-class LoadedModel:
-    """A checkpoint ready to decode: its label, path, model and (translation) task."""
-
-    label: str
-    path: str
-    model: torch.nn.Module
-    task: Any
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,7 +156,7 @@ def text_sentences(path: Path, dictionary: Any) -> list[torch.Tensor]:
 # models and decoding
 
 
-def load_models(args: argparse.Namespace, labels: list[str]) -> tuple[list[LoadedModel], tuple[str, str]]:
+def load_models(args: argparse.Namespace, labels: list[str]) -> tuple[list[FairseqTranslator], tuple[str, str]]:
     """Check and load every checkpoint with the data-bin's dictionaries; the language pair of the first."""
     from fairseq import checkpoint_utils
 
@@ -184,24 +175,23 @@ def load_models(args: argparse.Namespace, labels: list[str]) -> tuple[list[Loade
         del state
         overrides = {"data": str(args.data_bin), "source_lang": langs[0], "target_lang": langs[1]}
         models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(path)], arg_overrides=overrides)
-        model = models[0].to(args.device).eval()
-        loaded.append(LoadedModel(label=label, path=str(path), model=model, task=task))
-        logger.info("%s: %s (%s)", label, path, type(model).__name__)
+        loaded.append(FairseqTranslator(label, models[0], task, args.device))
+        logger.info("%s: %s (%s)", label, path, type(models[0]).__name__)
     return loaded, langs
 
 
-def output_limits(args: argparse.Namespace, length: int) -> dict[str, float]:
-    """SequenceGenerator's min_len / max_len_a / max_len_b for source length ``length``."""
+def output_limits(args: argparse.Namespace, length: int) -> OutputLength:
+    """The output length limits for source length ``length``: forced to ``round(R · L)`` tokens (EOS
+    included), or free up to ``--max-len-a · L + --max-len-b``."""
     if args.free_length:
-        return {"min_len": 1, "max_len_a": args.max_len_a, "max_len_b": args.max_len_b}
-    tokens = max(1, round(args.output_length_ratio * length) - 1)  # + EOS = round(R * L)
-    return {"min_len": tokens, "max_len_a": 0, "max_len_b": tokens}
+        return OutputLength(min_len=1, max_len_a=args.max_len_a, max_len_b=args.max_len_b)
+    return OutputLength.forced(max(2, round(args.output_length_ratio * length)))
 
 
-def check_positions(entry: LoadedModel, length: int, limits: dict[str, float]) -> None:
+def check_positions(entry: FairseqTranslator, length: int, limits: OutputLength) -> None:
     """A clear error when the inputs or outputs do not fit the model's positional embeddings."""
     max_src, max_tgt = entry.model.max_positions()
-    longest_output = int(limits["max_len_a"] * length + limits["max_len_b"]) + 1
+    longest_output = limits.max_tokens(length) + 1
     if length > max_src:
         raise EvaluationError(f"{entry.label}: source length {length} exceeds the model's {max_src} source positions")
     if longest_output > max_tgt - 1:
@@ -209,71 +199,33 @@ def check_positions(entry: LoadedModel, length: int, limits: dict[str, float]) -
                               f"{max_tgt} target positions; lower --lengths or --output-length-ratio")
 
 
-def make_generator(entry: LoadedModel, args: argparse.Namespace, limits: dict[str, float]) -> Any:
-    from fairseq.dataclass.configs import GenerationConfig
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.structured(GenerationConfig(beam=args.beam, **limits))
-    return entry.task.build_generator([entry.model], cfg)
-
-
-def batches_of(inputs: list[torch.Tensor], batch_size: int, device: str) -> list[dict]:
-    """Collated samples (equal lengths, so no padding) on ``device``."""
-    out = []
-    for start in range(0, len(inputs), batch_size):
-        tokens = torch.stack(inputs[start : start + batch_size]).to(device)
-        lengths = torch.full((tokens.size(0),), tokens.size(1), dtype=torch.long, device=device)
-        ids = torch.arange(start, start + tokens.size(0), device=device)
-        out.append({"id": ids, "net_input": {"src_tokens": tokens, "src_lengths": lengths}})
-    return out
-
-
-def decode_pass(entry: LoadedModel, generator: Any, batches: list[dict], device: str) -> tuple[int, int]:
-    """Beam search over every batch; returns (sentences, generated tokens of the top hypotheses incl. EOS)."""
-    sentences = tokens = 0
-    with torch.no_grad():
-        for sample in batches:
-            hypos = entry.task.inference_step(generator, [entry.model], sample)
-            sentences += len(hypos)
-            tokens += sum(len(h[0]["tokens"]) for h in hypos)
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-    return sentences, tokens
-
-
-def benchmark(args: argparse.Namespace, models: list[LoadedModel], inputs: dict[int, list[torch.Tensor]]) -> list[dict]:
+def benchmark(args: argparse.Namespace, models: list[FairseqTranslator],
+              inputs: dict[int, list[torch.Tensor]]) -> list[dict]:
     """One result per (length, model): warm-up per model, then repeats interleaved model by model."""
     results = []
     steps = len(inputs) * len(models) * (args.repeats + args.warmup)
     with tqdm(total=steps, desc="decode", unit="pass", file=sys.stderr, mininterval=2.0) as bar:
         for length, items in inputs.items():
             limits = output_limits(args, length)
-            batches = batches_of(items, args.batch_size, args.device)
-            generators = []
             for entry in models:
                 check_positions(entry, length, limits)
-                generators.append(make_generator(entry, args, limits))
-                for _ in range(args.warmup):
-                    decode_pass(entry, generators[-1], batches[:1], args.device)
-                    bar.update()
-            seconds: list[list[float]] = [[] for _ in models]
-            work: list[set] = [set() for _ in models]
-            for _ in range(args.repeats):
-                for i, entry in enumerate(models):
-                    start = time.perf_counter()
-                    work[i].add(decode_pass(entry, generators[i], batches, args.device))
-                    seconds[i].append(time.perf_counter() - start)
-                    bar.update()
-            for i, entry in enumerate(models):
-                if len(work[i]) != 1:
-                    raise RuntimeError(f"{entry.label}: timed passes decoded different amounts of work: {sorted(work[i])}")
-                sentences, tokens = work[i].pop()
-                median = statistics.median(seconds[i])
+            chunks = [[x.tolist() for x in items[i : i + args.batch_size]]
+                      for i in range(0, len(items), args.batch_size)]
+            prepared = [[entry.prepare(chunk) for chunk in chunks] for entry in models]
+            speeds = measure_side_by_side(
+                [lambda e=entry, b=batches: decode_pass(e, b, args.beam, limits)
+                 for entry, batches in zip(models, prepared)],
+                args.repeats, args.warmup, on_pass=bar.update,
+                warmup_fns=[lambda e=entry, b=batches: decode_pass(e, b[:1], args.beam, limits)
+                            for entry, batches in zip(models, prepared)],
+            )
+            for entry, path, speed in zip(models, args.models, speeds):
                 results.append({
-                    "length": length, "label": entry.label, "checkpoint": entry.path, "sentences": sentences,
-                    "output_tokens_per_sentence": tokens / sentences, "seconds": seconds[i], "median_seconds": median,
-                    "seconds_per_sentence": median / sentences, "tokens_per_second": tokens / median,
-                    "min_len": limits["min_len"], "max_len_a": limits["max_len_a"], "max_len_b": limits["max_len_b"],
+                    "length": length, "label": entry.label, "checkpoint": str(path), "sentences": speed.sentences,
+                    "output_tokens_per_sentence": speed.tokens / speed.sentences, "seconds": speed.seconds,
+                    "median_seconds": speed.median_seconds, "seconds_per_sentence": 1 / speed.sentences_per_second,
+                    "tokens_per_second": speed.tokens_per_second, "min_len": limits.min_len,
+                    "max_len_a": limits.max_len_a, "max_len_b": limits.max_len_b,
                 })
             logger.info("length %d: %s", length, ", ".join(
                 f"{r['label']} {1000 * r['seconds_per_sentence']:.1f} ms/sent" for r in results[-len(models):]))
@@ -338,12 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(markdown_table(results))
     if args.json:
-        from pet_fairseq.evaluation.environment import describe_environment
-
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        report = {"environment": describe_environment(args.device, args.threads), "settings": settings(args),
-                  "reference": results[0]["label"], "results": results}
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_benchmark_json(args.json, args.device, args.threads,
+                             {"settings": settings(args), "reference": results[0]["label"], "results": results})
         logger.info("wrote %s", args.json)
     return 0
 

@@ -64,7 +64,15 @@ def signatures(rows: list[dict]) -> list[str]:
 
 def write_json(path: str | os.PathLike, report: dict) -> None:
     """Write the full report (environment, settings, every model's figures) as indented JSON."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def write_benchmark_json(path: str | os.PathLike, device: str, threads: int, report: dict) -> None:
+    """:func:`write_json` of a benchmark's ``report`` with the environment it ran in first."""
+    from pet_fairseq.evaluation.environment import describe_environment
+
+    write_json(path, {"environment": describe_environment(device, threads), **report})
 
 
 def plot(path: str | os.PathLike, rows: list[dict]) -> bool:

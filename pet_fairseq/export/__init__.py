@@ -1,4 +1,4 @@
-"""Export a trained student for deployment (GitHub issue 9).
+"""Export a trained student for deployment.
 
 * :mod:`~pet_fairseq.export.unroll` -- a PET student as a standard fairseq ``transformer``
   checkpoint (reused layers materialised per depth), loadable without ``--user-dir``

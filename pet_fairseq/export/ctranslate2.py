@@ -178,9 +178,8 @@ def evaluate_model(args: argparse.Namespace, label: str, model_dir: str, workdir
     (:mod:`pet_fairseq.export.ct2_worker`) with the same beam, batch size, length limits, threads,
     warm-up and repeats; de-BPE, detokenization and BLEU use the evaluation tool's functions.
     """
-    from pet_fairseq.evaluation import compare
     from pet_fairseq.evaluation.bleu import read_lines
-    from pet_fairseq.evaluation.decode import _write_texts
+    from pet_fairseq.evaluation.jobs import file_stem, make_job, score, write_texts
     from pet_fairseq.evaluation.postprocess import build_bpe_decoder, build_detokenizer
     from pet_fairseq.evaluation.runner import run_decoder
 
@@ -198,8 +197,8 @@ def evaluate_model(args: argparse.Namespace, label: str, model_dir: str, workdir
     except ExportError as exc:
         raise EvaluationError(str(exc)) from exc
     sources, references = read_subset(args.data_bin, args.subset, *langs)
-    stem = compare.file_stem(label)
-    job = compare.make_job(args, label, model_dir.resolve(), langs, workdir)
+    stem = file_stem(label)
+    job = make_job(args, label, model_dir.resolve(), langs, workdir)
     job.update(source_path=str(workdir / f"{stem}.source.txt"), hyp_path=str(workdir / f"{stem}.hyp.raw.txt"))
     Path(job["source_path"]).write_text("".join(" ".join(s) + "\n" for s in sources), encoding="utf-8")
     logger.info("%s: decoding %s (%s-%s) with CTranslate2 in a subprocess", label, args.subset, *langs)
@@ -207,8 +206,8 @@ def evaluate_model(args: argparse.Namespace, label: str, model_dir: str, workdir
     result = run_decoder(job, workdir / f"{stem}.job.json", command=command)
     unbpe = build_bpe_decoder(args.bpe, args.bpe_codes, args.sentencepiece_model)
     hyps = [unbpe(h) for h in read_lines(job["hyp_path"])]
-    files = _write_texts(job, hyps, [unbpe(r) for r in references], build_detokenizer(args.tokenizer, langs[1]))
+    files = write_texts(job, hyps, [unbpe(r) for r in references], build_detokenizer(args.tokenizer, langs[1]))
     size = ct2_worker.directory_bytes(model_dir)
     memory = {"checkpoint_bytes": size, "inference_checkpoint_bytes": size, **result["memory"]}
     return {"memory": memory, "speed": result["speed"], "sentences": result["sentences"], "files": files,
-            "bleu": compare.score(files), "backend": "ctranslate2"}
+            "bleu": score(files), "backend": "ctranslate2"}

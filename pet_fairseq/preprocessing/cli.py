@@ -1,7 +1,8 @@
-"""``python -m pet_fairseq.preprocessing {iwslt14,wmt14,multi30k,summary} ...``.
+"""``python -m pet_fairseq.preprocessing {iwslt14,wmt14,multi30k,recipe,summary} ...``.
 
 The ``data_prep/prepare-*.sh`` scripts call the dataset subcommand (text steps), then
-``fairseq-preprocess`` (binarization into ``OUT/data-bin``), then ``summary``.
+``fairseq-preprocess`` (binarization into ``OUT/data-bin``), then ``recipe`` (the data-bin's
+``preprocessing.json``) and ``summary``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Sequence
 from pet_fairseq.preprocessing.bpe import SENTENCEPIECE, SUBWORD_NMT
 from pet_fairseq.preprocessing.files import PrepError
 from pet_fairseq.preprocessing.pipeline import RECIPES, SPLITS, Options, run_recipe
+from pet_fairseq.preprocessing.recipe import RECIPE_FILE, write_recipe
 
 
 def _add_common(parser: argparse.ArgumentParser, dataset: str) -> None:
@@ -78,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "else download)")
     summary = sub.add_parser("summary", help="print the summary of a finished preparation run")
     summary.add_argument("out", type=Path, help="the --out folder of the run")
+    recipe = sub.add_parser("recipe", help=f"write OUT/data-bin/{RECIPE_FILE} (how to prepare new text) and copy "
+                                           "the subword model next to it, after fairseq-preprocess")
+    recipe.add_argument("out", type=Path, help="the --out folder of the run")
     return parser
 
 
@@ -146,6 +151,8 @@ def format_summary(out: Path) -> str:
         lines.append(f"no dictionaries in {data_bin} yet (fairseq-preprocess not run)")
     lines += [f"tokenized text: {stats['paths']['tok']}", f"subword text:   {stats['paths']['bpe']}",
               f"data-bin:       {data_bin}"]
+    if (data_bin / RECIPE_FILE).is_file():
+        lines.append(f"recipe:         {data_bin / RECIPE_FILE} (python -m pet_fairseq.translate reads it)")
     return "\n".join(lines)
 
 
@@ -155,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "summary":
             print(format_summary(args.out))
+            return 0
+        if args.command == "recipe":
+            print(f"recipe: {write_recipe(args.out)}")
             return 0
         run_recipe(options_from_args(args))
         print(f"text steps done: {args.out / 'bpe'}")

@@ -1,4 +1,4 @@
-"""Greedy layer pruning of encoder-decoder checkpoints (GitHub issue 8).
+"""Greedy layer pruning of encoder-decoder checkpoints.
 
 Entry point: ``python -m pet_fairseq.pruning`` (or ``scripts/prune_layers.sh``); see docs/pruning.md.
 

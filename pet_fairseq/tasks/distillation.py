@@ -3,23 +3,42 @@
 The teacher is loaded once with fairseq's checkpoint utilities when the student is built,
 frozen (``requires_grad=False``, eval mode), kept outside the student and the criterion (so it
 is never optimised and never written into student checkpoints), and moved lazily to the
-student's device and dtype. Criteria get teacher outputs through :meth:`teacher_outputs`.
+student's device and dtype (or the dtype chosen with ``--teacher-dtype``). Criteria get teacher
+outputs through :meth:`teacher_outputs` and compute their losses in fp32. Under distributed
+training every process holds its own teacher on its own device; it is never wrapped in
+``DistributedDataParallel`` and never synchronised (it does not change).
 """
 
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 from fairseq import checkpoint_utils, models
-from fairseq.data import Dictionary
+from fairseq.data import Dictionary, data_utils
+from fairseq.dataclass import ChoiceEnum
 from fairseq.models import FairseqEncoderDecoderModel
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
+from omegaconf import OmegaConf, open_dict
 from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)
+
+#: --teacher-dtype values other than 'auto' (= the student's dtype)
+TEACHER_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+TEACHER_DTYPE_CHOICES = ChoiceEnum(["auto", *TEACHER_DTYPES])
+
+
+def resolve_teacher_dtype(choice: str, student_dtype: torch.dtype) -> torch.dtype:
+    """The teacher's dtype for ``--teacher-dtype choice``: 'auto' follows the student, else fp32/fp16/bf16."""
+    choice = str(choice)
+    if choice == "auto":
+        return student_dtype
+    if choice not in TEACHER_DTYPES:
+        raise ValueError(f"--teacher-dtype {choice!r}: choose one of auto, {', '.join(TEACHER_DTYPES)}")
+    return TEACHER_DTYPES[choice]
 
 
 class ModelOutputs(NamedTuple):
@@ -36,11 +55,22 @@ class ModelOutputs(NamedTuple):
 
 
 def forward_with_states(model: nn.Module, net_input: dict) -> ModelOutputs:
-    """Run an encoder-decoder model keeping every layer's hidden states (``return_all_hiddens``)."""
-    encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"], return_all_hiddens=True)
-    net_output = model.decoder(
-        net_input["prev_output_tokens"], encoder_out=encoder_out, src_lengths=net_input["src_lengths"], return_all_hiddens=True
-    )
+    """Run an encoder-decoder model keeping every layer's hidden states (``return_all_hiddens``).
+
+    The pass goes through ``model(...)`` itself, so that a ``DistributedDataParallel`` wrapper
+    sees it and all-reduces the gradients (calling ``model.encoder``/``model.decoder`` directly
+    would skip the wrapper's forward and leave every rank with its own gradients); a forward hook
+    on the encoder keeps its output, which the model's forward does not return.
+    """
+    captured: List[dict] = []
+    handle = model.encoder.register_forward_hook(lambda module, args, output: captured.append(output))
+    try:
+        net_output = model(**net_input, return_all_hiddens=True)
+    finally:
+        handle.remove()
+    if not captured:
+        raise RuntimeError(f"{type(model).__name__}.forward did not run its encoder; cannot collect encoder states")
+    encoder_out = captured[-1]
     mask = encoder_out["encoder_padding_mask"]
     return ModelOutputs(
         net_output, encoder_out["encoder_states"], net_output[1]["inner_states"], mask[0] if len(mask) else None
@@ -68,6 +98,12 @@ class DistillationConfig(TranslationConfig):
         default="",
         metadata={"help": "checkpoint of the trained teacher (a fairseq translation model on the same dictionaries)"},
     )
+    teacher_dtype: TEACHER_DTYPE_CHOICES = field(
+        default="auto",
+        metadata={"help": "precision of the frozen teacher: 'auto' = the student's (fp16 with --fp16, bf16 with "
+                          "--bf16, else fp32); fp16/bf16 keep a half-precision teacher (half the memory) while the "
+                          "student trains in fp32; losses are computed in fp32 either way"},
+    )
 
 
 @register_task("pet_distillation", dataclass=DistillationConfig)
@@ -80,6 +116,13 @@ class DistillationTask(TranslationTask):
         super().__init__(cfg, src_dict, tgt_dict)
         self.teacher: Optional[nn.Module] = None
         self.student_shape: Optional[StackShape] = None
+
+    @classmethod
+    def setup_task(cls, cfg: DistillationConfig, **kwargs):
+        """fairseq's translation setup (a missing language pair is inferred from the data), recorded for checkpoints."""
+        task = super().setup_task(cfg, **kwargs)
+        record_language_pair(task.cfg)
+        return task
 
     def build_model(self, cfg, from_checkpoint: bool = False):
         """Build the student; load the teacher unless the student is only being loaded to decode."""
@@ -105,11 +148,8 @@ class DistillationTask(TranslationTask):
             raise ValueError(f"--task {self.cfg._name} needs --teacher-path CKPT (a trained teacher checkpoint)")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"teacher checkpoint {path!r} does not exist: pass the teacher's .pt file with --teacher-path")
-        try:
-            state = checkpoint_utils.load_checkpoint_to_cpu(path)
-            teacher_cfg = state["cfg"]
-        except Exception as err:  # torch/pickle raise many types for a non-checkpoint file
-            raise ValueError(f"teacher checkpoint {path!r} is not a readable fairseq checkpoint: {err}") from err
+        state = read_teacher_checkpoint(path)
+        teacher_cfg = state["cfg"]
         self._check_teacher_task(path, teacher_cfg.task)
         teacher = models.build_model(teacher_cfg.model, self, from_checkpoint=True)
         if not isinstance(teacher, FairseqEncoderDecoderModel):
@@ -131,11 +171,18 @@ class DistillationTask(TranslationTask):
         return teacher
 
     def _check_teacher_task(self, path: str, teacher_task) -> None:
-        pair = (teacher_task.get("source_lang"), teacher_task.get("target_lang"))
+        """Refuse a teacher of another translation direction; compare both dictionaries with ours."""
         ours = (self.cfg.source_lang, self.cfg.target_lang)
-        if all(pair) and pair != ours:
-            raise ValueError(f"teacher {path!r} translates {pair[0]}->{pair[1]} but this task is {ours[0]}->{ours[1]}")
         teacher_data = (teacher_task.get("data") or "").split(os.pathsep)[0]
+        pair, origin = teacher_direction(teacher_task)
+        if pair is None:
+            logger.warning(f"cannot check the translation direction of teacher {path}: {origin}")
+        elif pair != ours:
+            raise ValueError(
+                f"teacher {path!r} translates {pair[0]}->{pair[1]} ({origin}) but this task is {ours[0]}->{ours[1]}: "
+                f"it would teach the student the opposite direction. Distil with --source-lang {pair[0]} "
+                f"--target-lang {pair[1]}, or pass a teacher trained for {ours[0]}->{ours[1]}"
+            )
         for side, lang, ours_dict in (("source", ours[0], self.src_dict), ("target", ours[1], self.tgt_dict)):
             dict_path = os.path.join(teacher_data, f"dict.{lang}.txt")
             if not os.path.isfile(dict_path):
@@ -143,15 +190,95 @@ class DistillationTask(TranslationTask):
                 continue
             check_same_dictionary(side, Dictionary.load(dict_path), ours_dict, dict_path)
 
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        """Train as fairseq does, first telling a phased criterion (``set_update_num``) the update number."""
+        if hasattr(criterion, "set_update_num"):
+            criterion.set_update_num(update_num)
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
     def teacher_outputs(self, model: nn.Module, sample: dict) -> ModelOutputs:
         """The teacher's logits and hidden states for ``sample``, without gradients."""
         if self.teacher is None:
             raise RuntimeError("no teacher loaded: build the student with this task's build_model first")
         param = next(model.parameters())
-        if next(self.teacher.parameters()).device != param.device or next(self.teacher.parameters()).dtype != param.dtype:
-            self.teacher.to(device=param.device, dtype=param.dtype)
-        with torch.no_grad():
-            return forward_with_states(self.teacher, sample["net_input"])
+        dtype = resolve_teacher_dtype(self.cfg.teacher_dtype, param.dtype)
+        if next(self.teacher.parameters()).device != param.device or next(self.teacher.parameters()).dtype != dtype:
+            self.teacher.to(device=param.device, dtype=dtype)
+            logger.info(f"teacher on {param.device} in {dtype} (student: {param.dtype}, --teacher-dtype {self.cfg.teacher_dtype})")
+        try:
+            with torch.no_grad():
+                return forward_with_states(self.teacher, sample["net_input"])
+        except (RuntimeError, NotImplementedError) as err:
+            if dtype in (torch.float16, torch.bfloat16) and "not implemented for" in str(err):
+                raise RuntimeError(
+                    f"the teacher cannot run in {dtype} on {param.device}: {err}. This torch build has no "
+                    f"{dtype} kernel for one of its operations there; pass --teacher-dtype fp32 (or train on a GPU)"
+                ) from err
+            raise
+
+
+def read_teacher_checkpoint(path: str) -> dict:
+    """Load a teacher checkpoint on the CPU, or raise a ValueError saying in plain words what the file is."""
+    try:
+        state = checkpoint_utils.load_checkpoint_to_cpu(path)
+    except Exception as err:  # torch/pickle raise many types for a non-checkpoint file
+        try:
+            torch.load(path, map_location="cpu")
+        except Exception:
+            raise ValueError(
+                f"teacher checkpoint {path!r} is not a fairseq checkpoint (torch could not unpickle it): "
+                "pass the .pt file written by fairseq-train, e.g. checkpoints/teacher/checkpoint_best.pt"
+            ) from err
+        raise ValueError(
+            f"teacher checkpoint {path!r} is a torch file but fairseq cannot read it as a checkpoint "
+            f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else 'no detail'}): "
+            "pass the .pt file written by fairseq-train"
+        ) from err
+    if not isinstance(state, dict) or state.get("cfg") is None or "model" not in state:
+        raise ValueError(
+            f"teacher checkpoint {path!r} is a torch file but not a fairseq checkpoint (no 'model' and 'cfg' "
+            "entries): pass the .pt file written by fairseq-train"
+        )
+    return state
+
+
+def teacher_direction(teacher_task) -> Tuple[Optional[Tuple[str, str]], str]:
+    """The teacher's (source, target) languages and where they come from, or ``(None, why not)``.
+
+    The task config's ``source_lang``/``target_lang`` when both are set; otherwise what fairseq
+    itself inferred when the teacher was trained without them: the pair in the first binarized
+    split file name of its data folder (``train.de-en.de.bin`` -> de->en,
+    ``fairseq.data.data_utils.infer_language_pair``).
+    """
+    pair = (teacher_task.get("source_lang"), teacher_task.get("target_lang"))
+    if all(pair):
+        return (pair[0], pair[1]), "from its task config"
+    folder = (teacher_task.get("data") or "").split(os.pathsep)[0]
+    if not folder or not os.path.isdir(folder):
+        return None, (f"its config names no languages and its data folder {folder or '(none recorded)'} does not "
+                      "exist; pass a teacher trained with --source-lang/--target-lang")
+    inferred = data_utils.infer_language_pair(folder)
+    if not all(inferred):
+        return None, f"its config names no languages and its data folder {folder} holds no binarized split"
+    return (inferred[0], inferred[1]), f"inferred from the split files of its data folder {folder}"
+
+
+def record_language_pair(cfg) -> None:
+    """Write the task's language pair into the config that fairseq-train saves in checkpoints.
+
+    fairseq infers a missing ``--source-lang``/``--target-lang`` from the data folder at task
+    setup, but only on the task's own merged copy of the config; the copy that the trainer
+    saves (the parent config's ``task``) keeps ``None``. Later readers of the checkpoint (a
+    distillation run using it as teacher, the translation tool) then see the direction.
+    """
+    parent = cfg._get_parent() if OmegaConf.is_config(cfg) else None
+    saved = parent.get("task") if OmegaConf.is_config(parent) and "task" in parent else None
+    if not OmegaConf.is_config(saved) or saved is cfg or saved.get("_name") != cfg.get("_name"):
+        return
+    with open_dict(saved):
+        for key in ("source_lang", "target_lang"):
+            if saved.get(key) is None:
+                saved[key] = cfg[key]
 
 
 def check_same_dictionary(side: str, teacher: Dictionary, student: Dictionary, teacher_path: str = "") -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -30,16 +31,16 @@ def sha256(path) -> str:
 
 @pytest.fixture(scope="module")
 def recipe(multi30k_bin, tmp_path_factory):
-    """scripts/train_pet.sh end to end: teacher (40 updates), warm-up (1 epoch), KD (15 updates)."""
+    """scripts/train_pet.sh end to end: teacher (40 updates), seq-KD corpus, student (20 updates, 25 % warm-up)."""
     out = tmp_path_factory.mktemp("recipe") / "run"
     cmd = ["bash", str(REPO / "scripts" / "train_pet.sh"), "--data-bin", str(multi30k_bin), "--out", str(out), "--cpu",
            "--teacher-arch", "transformer", "--teacher-max-update", "40", "--teacher-args", " ".join(TINY_TEACHER[2:]),
-           "--warmup-epochs", "1", "--kd-max-update", "15", "--max-tokens", "2000", "--lr", "2e-3",
-           "--warmup-updates", "10", "--student-args", " ".join(TINY_STUDENT),
-           "--warmup-args", "--log-format json --log-interval 4 --confidence-threshold 0.3",
-           "--kd-args", " ".join(MAPS + ["--log-format", "json", "--log-interval", "5"])]
-    run(cmd)
-    return cmd, out
+           "--student-updates", "20", "--warmup-fraction", "0.25", "--seqkd-args", "--beam 2 --threads 1",
+           "--max-tokens", "2000", "--lr", "2e-3", "--warmup-updates", "10", "--student-args", " ".join(TINY_STUDENT),
+           "--kd-args", " ".join(MAPS + ["--inter-beta", "1", "--confidence-threshold", "0.3", "--log-format", "json",
+                                         "--log-interval", "5"])]
+    proc = run(cmd)
+    return cmd, out, proc
 
 
 @pytest.fixture(scope="module")
@@ -48,18 +49,24 @@ def teacher(recipe):
 
 
 def test_train_pet_recipe_end_to_end(recipe, multi30k_bin):
-    cmd, out = recipe
-    warmup = train_losses((out / "warmup" / "train.log").read_text())
-    assert len(warmup) >= 4 and warmup[-1] < warmup[0], warmup
-    kd_log = (out / "kd" / "train.log").read_text()
-    kd_lines = [json.loads(line.split("| train_inner | ", 1)[1]) for line in kd_log.splitlines() if "| train_inner |" in line]
-    assert kd_lines and all(k in kd_lines[0] for k in ("kd_loss", "inter_loss", "nll_loss", "ppl"))
+    cmd, out, proc = recipe
+    assert "fairseq log:" in proc.stderr and "| train_inner |" not in proc.stderr  # fairseq's output goes to files
+    for name in ("dict.de.txt", "dict.en.txt", "valid.de-en.en.bin"):
+        assert (out / "seqkd" / name).read_bytes() == (multi30k_bin / name).read_bytes()
+    log = (out / "student" / "train.log").read_text()
+    assert str(out / "seqkd") in log  # the student trains on the distilled corpus
+    assert "warm-up on simplified targets for updates 1-5 of 20" in log
+    windows = {int(d["num_updates"]): d for d in inner_stats(log)}
+    assert "warmup_loss" in windows[5] and "kd_loss" not in windows[5]  # updates 1-5: the warm-up phase
+    assert all(k in windows[10] for k in ("kd_loss", "inter_loss", "nll_loss")) and "warmup_loss" not in windows[10]
+    assert float(windows[20]["nll_loss"]) < float(windows[10]["nll_loss"])
     teacher = out / "teacher" / "checkpoint_last.pt"
     assert teacher.stat().st_mtime <= (out / "teacher" / ".done").stat().st_mtime  # never written after its stage
 
-    student = out / "kd" / "checkpoint_best.pt"
+    student = out / "student" / "checkpoint_last.pt"
     state = torch.load(student, map_location="cpu")
     assert not any("teacher" in k for k in state["model"])
+    assert state["optimizer_history"][-1]["num_updates"] == 20
     assert set(state["criterion"]) == {f"{s}_projections.{i}.weight" for s in ("encoder", "decoder") for i in (0, 1)}
     gen = run([fairseq("generate"), str(multi30k_bin), "--user-dir", USER_DIR, "--path", str(student),
                "--gen-subset", "test", "--beam", "5", "--batch-size", "64", "--cpu", "--scoring", "sacrebleu"])
@@ -67,8 +74,15 @@ def test_train_pet_recipe_end_to_end(recipe, multi30k_bin):
 
     sha = sha256(teacher)
     again = run(cmd)  # finished stages are reused, not retrained or overwritten
-    assert "teacher: reusing" in again.stderr and "warm-up: reusing" in again.stderr and "KD: reusing" in again.stderr
+    assert all(f"{stage}: reusing" in again.stderr for stage in ("teacher", "corpus", "student"))
     assert sha256(teacher) == sha
+
+
+def test_train_pet_rejects_the_old_epoch_warmup_options(multi30k_bin, tmp_path):
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "train_pet.sh"), "--data-bin", str(multi30k_bin), "--out",
+                           str(tmp_path / "x"), "--warmup-epochs", "3"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--student-updates N and --warmup-fraction F" in proc.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def kd_cmd(data, teacher, save, max_epoch: int) -> list[str]:

@@ -19,6 +19,7 @@ import pytest
 
 from pet_fairseq.preprocessing.files import read_lines
 from pet_fairseq.preprocessing.pipeline import IWSLT14_TEST_SETS
+from pet_fairseq.preprocessing.recipe import read_recipe
 
 pytestmark = pytest.mark.e2e
 
@@ -76,6 +77,12 @@ def test_multi30k_script_to_fairseq_train(tmp_path: Path) -> None:
     for name in ("dict.en.txt", "dict.de.txt", "train.en-de.en.bin", "valid.en-de.de.idx", "test.en-de.en.bin"):
         assert (out / "data-bin" / name).is_file(), name
     assert next(read_lines(out / "tok" / "test.en")) == "a man in an orange hat starring at something ."
+    # the recipe the translation tool reads back: next to the data-bin, with its own copy of the codes
+    recipe = read_recipe(out / "data-bin")
+    assert (recipe.languages, recipe.lowercase, recipe.bpe, recipe.tokenizer) == (("en", "de"), True, "subword_nmt", "moses")
+    assert recipe.bpe_model == out / "data-bin" / "bpe.code"
+    assert recipe.bpe_model.read_bytes() == (out / "bpe" / "code").read_bytes()
+    assert f"recipe:         {out / 'data-bin' / 'preprocessing.json'}" in proc.stdout
     fairseq_train(out / "data-bin", tmp_path)
 
     # A second run into the same folder refuses and leaves everything as it was.

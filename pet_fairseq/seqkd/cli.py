@@ -1,0 +1,160 @@
+"""``python -m pet_fairseq.seqkd``: decode a data-bin's split with the teacher into a new data-bin.
+
+    python -m pet_fairseq.seqkd DATA_BIN --teacher TEACHER.pt --out DISTILLED_BIN [--beam 5]
+        [--engine fairseq|ctranslate2] [--num-shards N] [--shard-id I] [--degenerate reference|keep|drop]
+
+Without ``--shard-id`` every unfinished shard is decoded in turn, then all are merged; with it only
+that shard is decoded (start one process per shard, on one machine or several sharing the work
+folder), and a later call without it (or with ``--merge-only``) merges. A rerun skips finished
+shards, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from tqdm import tqdm
+
+from pet_fairseq.export import ct2_worker
+from pet_fairseq.seqkd.corpus import (
+    DEGENERATE_POLICIES, SeqKDError, Split, file_digest, finished_shards, infer_pair, load_split, merge,
+    shard_range, write_shard,
+)
+from pet_fairseq.seqkd.engines import DecodeOptions, TeacherDecoder, load_teacher_decoder
+
+logger = logging.getLogger("pet_fairseq.seqkd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pet_fairseq.seqkd", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("data_bin", type=Path, help="binarized data (fairseq-preprocess output) holding --split")
+    p.add_argument("--teacher", type=Path, required=True, help="the teacher's fairseq checkpoint (.pt)")
+    p.add_argument("--out", type=Path, required=True, help="the distilled data-bin to write (same dictionaries)")
+    p.add_argument("--split", default="train", help="the split whose targets are replaced; others are copied")
+    p.add_argument("--source-lang", default=None, help="default: the data-bin's only language pair")
+    p.add_argument("--target-lang", default=None)
+    p.add_argument("--engine", choices=("fairseq", "ctranslate2"), default="fairseq",
+                   help="fairseq's SequenceGenerator, or the teacher converted to CTranslate2 (faster)")
+    p.add_argument("--compute-type", default="float32",
+                   help="CTranslate2 weights: float32 reproduces fairseq's output, int8 is faster")
+    p.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
+    p.add_argument("--lenpen", type=float, default=1.0, help="length penalty (scores / length^lenpen)")
+    p.add_argument("--max-len-a", type=float, default=1.2, help="hypotheses stop at a * source length + b tokens")
+    p.add_argument("--max-len-b", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128, help="most sentences per batch")
+    p.add_argument("--max-tokens", type=int, default=6000, help="most padded source tokens per batch")
+    p.add_argument("--num-shards", type=int, default=16, help="contiguous shards (the unit of resuming and splitting)")
+    p.add_argument("--shard-id", type=int, default=None, help="decode only this shard, do not merge")
+    p.add_argument("--merge-only", action="store_true", help="decode nothing; merge the finished shards")
+    p.add_argument("--degenerate", choices=DEGENERATE_POLICIES, default="reference",
+                   help="what replaces an empty hypothesis or one that hit the length limit: the reference "
+                        "target (reference), nothing (keep), or the pair is dropped (drop)")
+    p.add_argument("--work-dir", type=Path, default=None, help="where shards are kept (default: OUT.shards)")
+    p.add_argument("--keep-shards", action="store_true", help="keep the work folder after merging")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    return p
+
+
+def fingerprint(args: argparse.Namespace, split: Split) -> Dict[str, object]:
+    """What makes two shards interchangeable: teacher, source split, decoding options, shard count."""
+    return {
+        "teacher_sha256": file_digest(args.teacher),
+        "source_sha256": file_digest(*(Path(str(split.prefix(split.src)) + ext) for ext in (".bin", ".idx"))),
+        "split": split.name, "pair": f"{split.src}-{split.tgt}", "engine": args.engine,
+        "compute_type": args.compute_type if args.engine == "ctranslate2" else "model dtype",
+        "beam": args.beam, "lenpen": args.lenpen, "max_len_a": args.max_len_a, "max_len_b": args.max_len_b,
+        "batch_size": args.batch_size, "max_tokens": args.max_tokens, "num_shards": args.num_shards,
+    }
+
+
+def decode_shard(decoder: TeacherDecoder, split: Split, indices: range, args: argparse.Namespace,
+                 progress: tqdm) -> tuple[List[List[int]], Dict[str, object]]:
+    """Hypotheses of the sentences ``indices`` (in order) and the shard's record without fingerprint."""
+    eos = split.src_dict.eos()
+    sources = [[t for t in split.sources[i].tolist() if t != eos] for i in indices]
+    batches = ct2_worker.make_batches([len(s) for s in sources], args.batch_size, args.max_tokens)
+    hypotheses: List[Optional[List[int]]] = [None] * len(sources)
+    empty, runaway, tokens, start = [], [], 0, time.perf_counter()
+    for batch in batches:
+        for local, (ids, at_limit) in zip(batch, decoder.decode([sources[i] for i in batch])):
+            hypotheses[local] = ids
+            tokens += len(ids) + 1
+            if not ids:
+                empty.append(indices[local])
+            elif at_limit:
+                runaway.append(indices[local])
+        seconds = time.perf_counter() - start
+        progress.update(len(batch))
+        progress.set_postfix(tok_s=f"{tokens / seconds:.0f}" if seconds else "-")
+    record = {"start": indices.start, "stop": indices.stop, "seconds": time.perf_counter() - start,
+              "tokens": tokens, "empty": sorted(empty), "runaway": sorted(runaway)}
+    return hypotheses, record  # type: ignore[return-value]
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.teacher.is_file():
+        raise SeqKDError(f"teacher checkpoint {args.teacher} does not exist: pass the teacher's .pt with --teacher")
+    src, tgt = args.source_lang, args.target_lang
+    if not (src and tgt):
+        src, tgt = infer_pair(args.data_bin, args.split)
+    split = load_split(args.data_bin, args.split, src, tgt)
+    if args.out.resolve() == args.data_bin.resolve():
+        raise SeqKDError("--out must differ from the data-bin: the distilled corpus never overwrites its source")
+    if args.shard_id is None and args.out.exists() and any(args.out.iterdir()) and not args.force:
+        raise SeqKDError(f"{args.out} exists and is not empty; pass --force to replace it, or choose another --out")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = args.work_dir or args.out.with_name(args.out.name + ".shards")
+    work.mkdir(parents=True, exist_ok=True)
+    prints = fingerprint(args, split)
+    done = set(finished_shards(work, args.num_shards, prints))
+    wanted = [args.shard_id] if args.shard_id is not None else list(range(args.num_shards))
+    if args.shard_id is not None:
+        shard_range(len(split), args.num_shards, args.shard_id)  # validates the id
+    todo = [] if args.merge_only else [s for s in wanted if s not in done]
+    if done & set(wanted):
+        logger.info("%d of %d shards already finished in %s; decoding %d", len(done & set(wanted)), len(wanted), work, len(todo))
+    if todo:
+        decoder = load_teacher_decoder(args.engine, args.teacher, split, DecodeOptions(args.beam, args.lenpen, args.max_len_a, args.max_len_b),
+                                       work / f"ct2-{args.compute_type}-{prints['teacher_sha256'][:12]}",
+                                       args.compute_type, args.device, args.threads)
+        total = sum(len(shard_range(len(split), args.num_shards, s)) for s in todo)
+        with tqdm(total=total, unit="sent", desc=f"seq-KD {args.engine} beam {args.beam}", file=sys.stderr) as progress:
+            for shard_id in todo:
+                hypotheses, record = decode_shard(decoder, split, shard_range(len(split), args.num_shards, shard_id),
+                                                  args, progress)
+                write_shard(work, shard_id, args.num_shards, hypotheses, split.tgt_dict.eos(), len(split.tgt_dict),
+                            {**record, "fingerprint": prints})
+    if args.shard_id is not None:
+        logger.info("shard %d of %d finished in %s; merge with the same options and --merge-only (or without "
+                    "--shard-id) once every shard is finished", args.shard_id, args.num_shards, work)
+        return 0
+    summary = merge(split, work, args.out, args.num_shards, prints, args.degenerate, args.force)
+    if not args.keep_shards:
+        import shutil
+
+        shutil.rmtree(work)
+    print(f"seq-KD corpus: {summary['written']:,} of {summary['sentences']:,} {split.name} pairs -> {args.out}; "
+          f"{summary['empty']} empty and {summary['runaway']} length-limited hypotheses ({args.degenerate}); "
+          f"decoding {summary['decode_seconds']:.0f} s, {summary['sentences_per_second']} sent/s, "
+          f"{summary['tokens_per_second']} tok/s", file=sys.stderr)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO, stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except SeqKDError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

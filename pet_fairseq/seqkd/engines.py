@@ -1,0 +1,125 @@
+"""The teacher's decoders for sequence-level KD: fairseq's beam search or a CTranslate2 conversion.
+
+Both decode the same batches (sentences sorted by source length, as fairseq batches them) with
+fairseq's length limit per batch, ``max_len = a · (longest source + EOS) + b``, and return the
+best hypothesis of each sentence as token ids without EOS, with a flag saying whether it stopped
+at that limit instead of at EOS. Greedy decoding is ``beam = 1``.
+
+The CTranslate2 engine converts the teacher once (with :func:`pet_fairseq.export.ctranslate2.convert`)
+into the work folder; ``float32`` reproduces fairseq's hypotheses up to floating-point ties,
+``int8`` trades a little fidelity for speed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Protocol, Sequence, Tuple
+
+import torch
+from fairseq.data import data_utils
+
+from pet_fairseq.export import ct2_worker
+from pet_fairseq.seqkd.corpus import SeqKDError, Split
+
+logger = logging.getLogger(__name__)
+
+#: (hypothesis token ids without EOS, stopped at the length limit)
+Hypothesis = Tuple[List[int], bool]
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How the teacher decodes: beam size, length penalty and fairseq's ``a · src_len + b`` limit."""
+
+    beam: int = 5
+    lenpen: float = 1.0
+    max_len_a: float = 1.2
+    max_len_b: int = 10
+
+    def __post_init__(self) -> None:
+        if self.beam < 1 or self.max_len_a < 0 or self.max_len_b < 1:
+            raise SeqKDError(f"need --beam >= 1, --max-len-a >= 0, --max-len-b >= 1 (got {self.beam}, "
+                             f"{self.max_len_a}, {self.max_len_b})")
+
+    def limit(self, source_lengths: Sequence[int]) -> int:
+        """Most tokens before EOS for a batch whose sources (without EOS) have these lengths."""
+        return ct2_worker.max_decoding_length(source_lengths, self.max_len_a, self.max_len_b)
+
+
+class TeacherDecoder(Protocol):
+    def decode(self, sources: List[List[int]]) -> List[Hypothesis]:
+        """Best hypothesis of each source (token ids without EOS), decoded as one batch."""
+
+
+class FairseqTeacher:
+    """The teacher checkpoint under fairseq's ``SequenceGenerator``, checked as distillation checks it."""
+
+    def __init__(self, teacher: Path, split: Split, options: DecodeOptions, device: str = "cpu") -> None:
+        from fairseq.sequence_generator import SequenceGenerator
+
+        from pet_fairseq.tasks.distillation import DistillationConfig, DistillationTask
+
+        cfg = DistillationConfig(data=str(split.data_bin), source_lang=split.src, target_lang=split.tgt,
+                                 teacher_path=str(teacher))
+        task = DistillationTask(cfg, split.src_dict, split.tgt_dict)
+        self.model = task.load_teacher(str(teacher)).to(device)
+        self.options, self.split, self.device = options, split, torch.device(device)
+        self.max_len = self.model.max_decoder_positions() - 1
+        self.generator = SequenceGenerator([self.model], split.tgt_dict, beam_size=options.beam,
+                                           max_len_a=options.max_len_a, max_len_b=options.max_len_b,
+                                           len_penalty=options.lenpen)
+
+    @torch.no_grad()
+    def decode(self, sources: List[List[int]]) -> List[Hypothesis]:
+        src_dict = self.split.src_dict
+        tokens = [torch.tensor(s + [src_dict.eos()], dtype=torch.int64) for s in sources]
+        batch = data_utils.collate_tokens(tokens, src_dict.pad(), src_dict.eos(), left_pad=True).to(self.device)
+        lengths = torch.tensor([len(t) for t in tokens], device=self.device)
+        sample = {"net_input": {"src_tokens": batch, "src_lengths": lengths}}
+        limit = min(self.options.limit([len(s) for s in sources]), self.max_len)
+        out = []
+        for hypos in self.generator.generate([self.model], sample):
+            ids = hypos[0]["tokens"].tolist()
+            ids = ids[:-1] if ids and ids[-1] == self.split.tgt_dict.eos() else ids
+            out.append((ids, len(ids) >= limit))
+        return out
+
+
+class CTranslate2Teacher:
+    """The teacher converted to CTranslate2 (once, into ``model_dir``), decoded with ``translate_batch``."""
+
+    def __init__(self, teacher: Path, split: Split, options: DecodeOptions, model_dir: Path,
+                 compute_type: str = "float32", device: str = "cpu", threads: int = 0) -> None:
+        from pet_fairseq.export.ctranslate2 import convert
+
+        if not (model_dir / "model.bin").is_file():
+            logger.info("converting the teacher to CTranslate2 (%s) in %s", compute_type, model_dir)
+            convert(teacher, model_dir, quantization=compute_type, data_bin=split.data_bin,
+                    source_lang=split.src, target_lang=split.tgt, force=True)
+        self.translator = ct2_worker.load_translator(str(model_dir), threads or torch.get_num_threads(), device)
+        self.options, self.split = options, split
+
+    def decode(self, sources: List[List[int]]) -> List[Hypothesis]:
+        src_dict, tgt_dict = self.split.src_dict, self.split.tgt_dict
+        limit = self.options.limit([len(s) for s in sources])
+        results = self.translator.translate_batch(
+            [[src_dict[i] for i in s] for s in sources], beam_size=self.options.beam, num_hypotheses=1,
+            length_penalty=self.options.lenpen, max_input_length=0, max_decoding_length=limit,
+        )
+        out = []
+        for result in results:
+            ids = [tgt_dict.index(token) for token in result.hypotheses[0]]
+            out.append((ids, len(ids) >= limit))
+        return out
+
+
+def load_teacher_decoder(engine: str, teacher: Path, split: Split, options: DecodeOptions, ct2_dir: Path,
+                         compute_type: str, device: str, threads: int) -> TeacherDecoder:
+    """The decoder of ``engine`` (``fairseq`` or ``ctranslate2``; the latter converted into ``ct2_dir``)."""
+    if engine == "fairseq":
+        return FairseqTeacher(teacher, split, options, device)
+    if engine == "ctranslate2":
+        return CTranslate2Teacher(teacher, split, options, ct2_dir, compute_type, device, threads)
+    raise SeqKDError(f"--engine must be fairseq or ctranslate2, not {engine!r}")

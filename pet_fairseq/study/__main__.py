@@ -1,0 +1,5 @@
+import sys
+
+from pet_fairseq.study.cli import main
+
+sys.exit(main())

@@ -1,0 +1,174 @@
+"""A study spec: student architectures, seq-KD corpora and variants, and each variant's command line.
+
+A spec is a JSON object::
+
+    {"budget": 276,                       # student updates of every variant
+     "curve_points": 4,                   # validations (valid NLL + greedy BLEU) per run
+     "common_args": "--optimizer adam ...",
+     "students": {"pet": "--arch pet_transformer --encoder-layer-plan 0,1,0~,1~ ..."},
+     "corpora": {"seqkd": {"engine": "ctranslate2", "beam": 5, "compute_type": "float32"}},
+     "variants": [{"name": "no-kd", "label": "no KD", "student": "pet", "criterion": "ce", "seed": 1},
+                  {"name": "seqkd+kd", "student": "pet", "criterion": "kd", "corpus": "seqkd",
+                   "args": "--kd-alpha 0.5 --kd-temperature 1"}]}
+
+``criterion`` is ``ce`` (label-smoothed cross-entropy, plain translation task) or ``kd``
+(``--task pet_distillation --criterion pet_kd`` with the study's teacher); ``corpus`` trains on a
+sequence-level KD data-bin made by :mod:`pet_fairseq.seqkd` instead of the references.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Dict, List, Optional
+
+CRITERIA = ("ce", "kd")
+
+
+class SpecError(ValueError):
+    """A spec that cannot be run; the message names the entry and the fix."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Options of one sequence-level KD corpus (``python -m pet_fairseq.seqkd``)."""
+
+    name: str
+    engine: str = "ctranslate2"
+    beam: int = 5
+    compute_type: str = "float32"
+    args: str = ""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One student run: architecture, criterion, training data and extra fairseq-train options."""
+
+    name: str
+    student: str
+    criterion: str
+    label: str = ""
+    corpus: Optional[str] = None
+    seed: int = 1
+    args: str = ""
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class Spec:
+    budget: int
+    students: Dict[str, str]
+    variants: List[Variant]
+    corpora: Dict[str, Corpus] = field(default_factory=dict)
+    common_args: str = ""
+    curve_points: int = 4
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise SpecError(f"no variant named {name!r}; the spec has {', '.join(v.name for v in self.variants)}")
+
+
+def _build(cls, entry: dict, where: str):
+    """``cls(**entry)``, with an error naming unknown or missing keys."""
+    if not isinstance(entry, dict):
+        raise SpecError(f"{where}: expected a JSON object, got {type(entry).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    try:
+        return cls(**entry)
+    except TypeError as err:
+        raise SpecError(f"{where}: {err}") from err
+
+
+def parse_spec(data: dict, origin: str = "spec") -> Spec:
+    """Check a spec's structure and cross-references; raise :class:`SpecError` on the first problem."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin}: a spec is a JSON object")
+    data = dict(data)
+    corpora = {name: _build(Corpus, {"name": name, **entry}, f"{origin}: corpora.{name}")
+               for name, entry in (data.pop("corpora", None) or {}).items()}
+    variants = [_build(Variant, entry, f"{origin}: variants[{i}]") for i, entry in enumerate(data.pop("variants", []))]
+    spec = _build(Spec, {**data, "variants": variants, "corpora": corpora}, origin)
+    if spec.budget < 1 or spec.curve_points < 1:
+        raise SpecError(f"{origin}: budget and curve_points must be >= 1 (got {spec.budget}, {spec.curve_points})")
+    if not variants:
+        raise SpecError(f"{origin}: no variants declared")
+    names = [v.name for v in variants]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SpecError(f"{origin}: variant name(s) {', '.join(duplicates)} declared more than once")
+    for v in variants:
+        if v.criterion not in CRITERIA:
+            raise SpecError(f"{origin}: variant {v.name}: criterion must be one of {', '.join(CRITERIA)}, not {v.criterion!r}")
+        if v.student not in spec.students:
+            raise SpecError(f"{origin}: variant {v.name}: unknown student {v.student!r}; declared: {', '.join(spec.students)}")
+        if v.corpus is not None and v.corpus not in corpora:
+            raise SpecError(f"{origin}: variant {v.name}: unknown corpus {v.corpus!r}; declared: {', '.join(corpora) or 'none'}")
+    return spec
+
+
+def load_spec(path: Path) -> Spec:
+    """Read and check the spec at ``path``."""
+    if not path.is_file():
+        raise SpecError(f"study spec {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise SpecError(f"{path} is not valid JSON: {err}") from err
+    return parse_spec(data, str(path))
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Where a study's inputs are: data-bin, teacher, language pair, BPE marker, user dir."""
+
+    data_bin: Path
+    teacher: Path
+    source_lang: str
+    target_lang: str
+    user_dir: Path
+    remove_bpe: Optional[str] = "subword_nmt"  # fairseq's --eval-bleu-remove-bpe; None: the data has no BPE
+
+
+def validation_args(spec: Spec, setup: Setup) -> List[str]:
+    """Validate ``curve_points`` times per run, with greedy BLEU on the valid split (learning curves)."""
+    detok = {"source_lang": setup.source_lang, "target_lang": setup.target_lang}
+    return [
+        "--validate-interval-updates", str(max(1, spec.budget // spec.curve_points)), "--validate-interval", "1000000",
+        "--save-interval", "1000000", "--no-epoch-checkpoints", "--eval-bleu",
+    ] + (["--eval-bleu-remove-bpe", setup.remove_bpe] if setup.remove_bpe else []) + [
+        "--eval-bleu-args", json.dumps({"beam": 1, "max_len_a": 1.2, "max_len_b": 10}),
+        "--eval-bleu-detok", "moses", "--eval-bleu-detok-args", json.dumps(detok),
+        "--log-format", "simple", "--log-interval", "20",
+    ]
+
+
+def train_command(spec: Spec, variant: Variant, setup: Setup, data_bin: Path, save_dir: Path) -> List[str]:
+    """The ``fairseq-train`` arguments (without the program) of ``variant``."""
+    if variant.criterion == "kd":
+        objective = ["--task", "pet_distillation", "--teacher-path", str(setup.teacher), "--criterion", "pet_kd"]
+    else:
+        objective = ["--task", "translation", "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
+    return (
+        [str(data_bin), "--user-dir", str(setup.user_dir), "--source-lang", setup.source_lang,
+         "--target-lang", setup.target_lang, "--save-dir", str(save_dir)]
+        + objective + shlex.split(spec.students[variant.student]) + shlex.split(spec.common_args)
+        + ["--max-update", str(spec.budget), "--seed", str(variant.seed)]
+        + validation_args(spec, setup) + shlex.split(variant.args)
+    )
+
+
+def seqkd_command(corpus: Corpus, setup: Setup, out: Path) -> List[str]:
+    """The ``python -m pet_fairseq.seqkd`` arguments (without the interpreter) of ``corpus``."""
+    return (["-m", "pet_fairseq.seqkd", str(setup.data_bin), "--teacher", str(setup.teacher), "--out", str(out),
+             "--source-lang", setup.source_lang, "--target-lang", setup.target_lang, "--engine", corpus.engine,
+             "--beam", str(corpus.beam), "--compute-type", corpus.compute_type] + shlex.split(corpus.args))

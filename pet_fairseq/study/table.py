@@ -1,0 +1,107 @@
+"""The study's table: BLEU, memory and speed from the evaluation tool, NLL and step time from the logs.
+
+All finished variants and the teacher are decoded in **one** run of the evaluation tool
+(:mod:`pet_fairseq.evaluation.compare`), so decode-speed ratios are measured side by side; that
+run is cached under ``eval/`` and redone only when the set of checkpoints changes.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from pet_fairseq.evaluation.training_cost import training_cost
+from pet_fairseq.study.curves import CurvePoint, valid_points
+from pet_fairseq.study.spec import Spec, Variant
+
+
+@dataclass(frozen=True)
+class Row:
+    variant: Variant
+    bleu: Optional[float]
+    valid_nll: Optional[float]
+    unique_parameters: Optional[int]
+    seconds_per_update: Optional[float]
+    speed_ratio: Optional[float]
+
+
+def evaluation_key(models: Sequence[Path], eval_args: Sequence[str]) -> Dict[str, object]:
+    """What the cached evaluation depends on: the checkpoints (path, size, mtime) and the options."""
+    return {"models": [[str(m), m.stat().st_size, int(m.stat().st_mtime)] for m in models], "args": list(eval_args)}
+
+
+def evaluate(python: Path, teacher: Path, runs: Dict[str, Path], data_bin: Path, eval_args: List[str],
+             out: Path, log: Path) -> dict:
+    """The evaluation tool's report for the teacher + ``runs`` ({label: checkpoint}), cached in ``out``."""
+    models = [teacher] + list(runs.values())
+    key = evaluation_key(models, eval_args)
+    key_file, report = out / "key.json", out / "report.json"
+    if report.is_file() and key_file.is_file() and json.loads(key_file.read_text(encoding="utf-8")) == key:
+        return json.loads(report.read_text(encoding="utf-8"))
+    out.mkdir(parents=True, exist_ok=True)
+    labels = ",".join(["teacher"] + [label.replace(",", ";") for label in runs])
+    argv = [str(python), "-m", "pet_fairseq.evaluation.compare", "--data-bin", str(data_bin), "--labels", labels,
+            "--out-dir", str(out)] + eval_args + [str(m) for m in models]
+    with open(log, "w", encoding="utf-8") as f:
+        proc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT)
+    if not report.is_file():
+        raise RuntimeError(f"the evaluation tool failed (exit {proc.returncode}); see {log}")
+    key_file.write_text(json.dumps(key) + "\n", encoding="utf-8")
+    return json.loads(report.read_text(encoding="utf-8"))
+
+
+def build_rows(spec: Spec, variants: List[Variant], run_dirs: Dict[str, Path], report: dict) -> List[Row]:
+    by_label = {m["label"]: m for m in report["models"]}
+    rows = []
+    for v in variants:
+        model = by_label.get(v.name, {})
+        ok = model.get("status") == "ok"
+        log = (run_dirs[v.name] / "train.log").read_text(encoding="utf-8")
+        points = valid_points(log)
+        try:
+            step = training_cost(log).seconds_per_update
+        except ValueError:
+            step = None
+        rows.append(Row(
+            v, model["bleu"]["detok"] if ok else None, points[-1].nll_bits if points else None,
+            model["memory"]["unique_parameters"] if ok else None, step,
+            (model.get("ratios") or {}).get("tokens_per_second") if ok else None,
+        ))
+    return rows
+
+
+def _cell(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def markdown(rows: List[Row], teacher: dict, budget: int) -> str:
+    """The table, the teacher first; variants sharing a label are summarised as mean ± spread."""
+    lines = [f"| variant | seed | sacreBLEU test | Δ vs first row | valid NLL (bits) | unique params | s/update | decode tok/s × teacher |",
+             "|---|---|---|---|---|---|---|---|"]
+    if teacher.get("status") == "ok":
+        lines.append(f"| teacher | | {teacher['bleu']['detok']:.2f} | | | {teacher['memory']['unique_parameters']:,} | | 1.00 |")
+    base = rows[0].bleu if rows else None
+    for r in rows:
+        delta = None if r.bleu is None or base is None else r.bleu - base
+        lines.append(f"| {r.variant.title} | {r.variant.seed} | {_cell(r.bleu, '.2f')} | {_cell(delta, '+.2f')} | "
+                     f"{_cell(r.valid_nll, '.3f')} | {_cell(r.unique_parameters, ',')} | "
+                     f"{_cell(r.seconds_per_update, '.2f')} | {_cell(r.speed_ratio, '.2f')} |")
+    groups: Dict[str, List[float]] = {}
+    for r in rows:
+        if r.bleu is not None:
+            groups.setdefault(r.variant.title, []).append(r.bleu)
+    repeated = {k: v for k, v in groups.items() if len(v) > 1}
+    notes = [f"Budget: {budget} student updates per variant."]
+    for title, values in repeated.items():
+        notes.append(f"{title}: {len(values)} seeds, mean {statistics.mean(values):.2f}, "
+                     f"range {min(values):.2f}-{max(values):.2f}")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def curves_of(variants: List[Variant], run_dirs: Dict[str, Path]) -> Dict[str, List[CurvePoint]]:
+    return {f"{v.title} (seed {v.seed})": valid_points((run_dirs[v.name] / "train.log").read_text(encoding="utf-8"))
+            for v in variants}

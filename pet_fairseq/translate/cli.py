@@ -1,0 +1,166 @@
+"""``python -m pet_fairseq.translate MODEL [INPUT]``: raw text in, translations out, one line per line.
+
+    python -m pet_fairseq.translate checkpoints/pet/kd/checkpoint_best.pt input.de --data-bin DATA > out.en
+    echo "Ein Mann fährt Fahrrad." | python -m pet_fairseq.translate exported/pet-ct2-int8
+
+MODEL is a fairseq checkpoint (student or teacher; the dictionaries come from --data-bin, default
+the data-bin it was trained on) or a CTranslate2 model directory (``python -m pet_fairseq.export
+ctranslate2``). The input is prepared as the data-bin's recipe (DATA/preprocessing.json, written by
+data_prep/prepare-*.sh) says: Moses tokenization, lowercasing if the training text was lowercased,
+BPE; the output is de-BPE'd and Moses-detokenized. Every input line gets exactly one output line,
+in order: empty lines stay empty, lines longer than the model can read are truncated (warning on
+stderr naming the line). Lines are read in buffers of --buffer-size and decoded in batches of
+--batch-size sentences sorted by length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from itertools import islice
+from pathlib import Path
+from typing import BinaryIO, Iterator, List, Optional, TextIO
+
+from pet_fairseq.evaluation.errors import EvaluationError
+from pet_fairseq.export.unroll import ExportError
+from pet_fairseq.preprocessing.files import PrepError
+from pet_fairseq.preprocessing.recipe import DataRecipe, read_recipe, recipe_path
+from pet_fairseq.translate.lines import LineTranslator, TranslateError
+from pet_fairseq.translate.text import SourceText, TargetText
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pet_fairseq.translate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("model", type=Path, help="fairseq checkpoint (.pt) or CTranslate2 model directory")
+    p.add_argument("input", nargs="?", default="-", help="text file, one sentence per line (default: - = stdin)")
+    p.add_argument("--output", "-o", type=Path, help="write the translations here (default: stdout)")
+    p.add_argument("--data-bin", type=Path,
+                   help="data-bin with the dictionaries and preprocessing.json (default: the model's training "
+                        "data-bin; for a CTranslate2 model the one recorded at export)")
+    p.add_argument("--recipe", type=Path, help="preprocessing recipe file (default: DATA_BIN/preprocessing.json)")
+    p.add_argument("--source-lang", help="default: from the model, else the data-bin's language pair")
+    p.add_argument("--target-lang", help="default: from the model, else the data-bin's language pair")
+    p.add_argument("--beam", type=int, default=5, help="beam size (default: 5)")
+    p.add_argument("--batch-size", type=int, default=32, help="sentences per decoding batch (default: 32)")
+    p.add_argument("--buffer-size", type=int, default=None,
+                   help="lines read before decoding them (default: 1 when stdin is a terminal, else 1000)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's / 1 for CTranslate2)")
+    p.add_argument("--max-len-a", type=float, default=0, help="output length limit a * source length + b (default: 0)")
+    p.add_argument("--max-len-b", type=int, default=200, help="see --max-len-a (default: 200)")
+    return p
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Reject impossible numbers and an unusable device before anything is loaded."""
+    for name in ("beam", "batch_size", "buffer_size", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise TranslateError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TranslateError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
+    elif args.device != "cpu":
+        raise TranslateError(f"--device {args.device}: expected cpu, cuda or cuda:N")
+    if args.input != "-" and not Path(args.input).is_file():
+        raise TranslateError(f"input {args.input} is not a file (pass - or nothing to read stdin)")
+    if not args.model.exists():
+        raise TranslateError(f"model {args.model} does not exist: pass a checkpoint written by fairseq-train "
+                             "or a CTranslate2 model directory")
+
+
+def load(args: argparse.Namespace):
+    """The model (backend), its data-bin's recipe and the language pair, as the options say."""
+    from pet_fairseq.export.ctranslate2 import is_model_dir
+
+    if args.model.is_dir():
+        if not is_model_dir(args.model):
+            raise TranslateError(f"{args.model} is a folder but not a CTranslate2 model directory (no model.bin)")
+        from pet_fairseq.translate.ctranslate2_model import load_ctranslate2_model
+
+        backend, data_bin, langs = load_ctranslate2_model(
+            args.model, args.data_bin, args.source_lang, args.target_lang, args.device, args.threads or 1,
+            args.beam, args.max_len_a, args.max_len_b, args.batch_size)
+    else:
+        import torch
+
+        from pet_fairseq.translate.fairseq_model import load_fairseq_model
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        backend, data_bin, langs = load_fairseq_model(
+            args.model, args.data_bin, args.source_lang, args.target_lang, args.device, args.beam, args.max_len_a,
+            args.max_len_b, args.batch_size)
+    recipe = read_recipe(args.recipe or recipe_path(data_bin))
+    check_recipe_languages(recipe, langs)
+    return backend, recipe, langs
+
+
+def check_recipe_languages(recipe: DataRecipe, langs: tuple[str, str]) -> None:
+    """The model's languages must be the recipe's (in either direction: the data-bin serves both)."""
+    if set(langs) != set(recipe.languages):
+        raise TranslateError(f"the model translates {langs[0]}->{langs[1]} but the preprocessing recipe is for "
+                             f"{recipe.source_lang}-{recipe.target_lang}: pass the data-bin the model was trained on "
+                             "(--data-bin) or its recipe (--recipe)")
+
+
+def read_lines(stream: BinaryIO, warn) -> Iterator[str]:
+    """Lines of a byte stream without their line ends; invalid UTF-8 is replaced (with a warning), never fatal."""
+    for number, raw in enumerate(stream, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", errors="replace")
+            warn(f"warning: line {number} is not valid UTF-8; undecodable bytes were replaced by U+FFFD")
+        yield text.rstrip("\r\n")
+
+
+def translate_stream(translator: LineTranslator, lines: Iterator[str], out: TextIO, buffer_size: int) -> int:
+    """Translate ``lines`` buffer by buffer, writing (and flushing) each buffer's translations; return the count."""
+    done = 0
+    while True:
+        buffer = list(islice(lines, buffer_size))
+        if not buffer:
+            return done
+        out.write("".join(line + "\n" for line in translator.translate(buffer, first_number=done + 1)))
+        out.flush()
+        done += len(buffer)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="[translate] %(message)s", stream=sys.stderr, force=True)
+    # fairseq's batch iterator asks for pinned memory; on a CPU-only machine torch warns once per batch iterator
+    warnings.filterwarnings("ignore", message="'pin_memory' argument is set as true but no accelerator is found")
+
+    def warn(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        check_options(args)
+        backend, recipe, langs = load(args)
+        translator = LineTranslator(backend, SourceText(recipe, langs[0]), TargetText(recipe, langs[1]), warn)
+        stdin = args.input == "-"
+        buffer_size = args.buffer_size or (1 if stdin and sys.stdin.isatty() else 1000)
+        warn(f"[translate] {args.model}: {langs[0]}->{langs[1]}, beam {args.beam}, batch {args.batch_size}, "
+             f"{args.device}; input: {'stdin' if stdin else args.input}")
+        source = sys.stdin.buffer if stdin else open(args.input, "rb")
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+        try:
+            count = translate_stream(translator, read_lines(source, warn), out, buffer_size)
+        finally:
+            if not stdin:
+                source.close()
+            if args.output:
+                out.close()
+        warn(f"[translate] {count:,} lines translated")
+    except (TranslateError, EvaluationError, ExportError, PrepError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,105 @@
+"""The study's spec, command lines, cache of finished runs and learning-curve parsing (no training)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from pet_fairseq.study.curves import valid_points
+from pet_fairseq.study.runner import Job, plan_jobs, run_jobs
+from pet_fairseq.study.spec import Setup, SpecError, load_spec, parse_spec, train_command
+from tests.conftest import REPO
+
+SPEC = {
+    "budget": 40, "curve_points": 2, "common_args": "--optimizer adam --lr 1e-3",
+    "students": {"tiny": "--arch pet_transformer --encoder-layer-plan 0,0~"},
+    "corpora": {"beam2": {"engine": "fairseq", "beam": 2}},
+    "variants": [
+        {"name": "ce", "student": "tiny", "criterion": "ce"},
+        {"name": "kd", "student": "tiny", "criterion": "kd", "corpus": "beam2", "seed": 3, "args": "--kd-alpha 0.5"},
+    ],
+}
+SETUP = Setup(Path("/data"), Path("/t.pt"), "de", "en", Path("/plugin"))
+
+
+def test_the_shipped_study_spec_is_valid():
+    spec = load_spec(REPO / "configs" / "study" / "multi30k.json")
+    names = [v.name for v in spec.variants]
+    assert names[:2] == ["no-kd", "seqkd-wordkd"] and len(set(names)) == len(names)
+    assert {v.student for v in spec.variants} == set(spec.students)
+
+
+def test_commands_follow_the_variant():
+    spec = parse_spec(SPEC)
+    ce = train_command(spec, spec.variant("ce"), SETUP, SETUP.data_bin, Path("/out/ce"))
+    kd = train_command(spec, spec.variant("kd"), SETUP, Path("/out/corpora/beam2"), Path("/out/kd"))
+    assert ce[:1] == ["/data"] and ce[ce.index("--criterion") + 1] == "label_smoothed_cross_entropy"
+    assert "--teacher-path" not in ce and ce[ce.index("--seed") + 1] == "1"
+    assert kd[:1] == ["/out/corpora/beam2"] and kd[kd.index("--teacher-path") + 1] == "/t.pt"
+    assert kd[kd.index("--max-update") + 1] == "40" and kd[kd.index("--validate-interval-updates") + 1] == "20"
+    assert kd[-2:] == ["--kd-alpha", "0.5"]  # variant options come last, so they win
+    assert json.loads(kd[kd.index("--eval-bleu-detok-args") + 1]) == {"source_lang": "de", "target_lang": "en"}
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda s: s["variants"].append(dict(s["variants"][0])), "declared more than once"),
+    (lambda s: s["variants"][0].update(student="huge"), "unknown student 'huge'"),
+    (lambda s: s["variants"][1].update(corpus="greedy"), "unknown corpus 'greedy'"),
+    (lambda s: s["variants"][0].update(criterion="mse"), "criterion must be one of ce, kd"),
+    (lambda s: s["variants"][0].update(lr=1), r"unknown key\(s\) lr"),
+    (lambda s: s.update(budget=0), "budget and curve_points must be >= 1"),
+])
+def test_bad_specs_name_the_problem(change, message):
+    spec = json.loads(json.dumps(SPEC))
+    change(spec)
+    with pytest.raises(SpecError, match=message):
+        parse_spec(spec)
+
+
+def test_plan_puts_each_corpus_before_its_first_user_and_links_dependencies(tmp_path):
+    jobs = plan_jobs(parse_spec(SPEC), SETUP, tmp_path, Path("fairseq-train"), Path("python"))
+    assert [j.name for j in jobs] == ["ce", "corpus:beam2", "kd"]
+    assert jobs[2].needs == ["corpus:beam2"] and jobs[2].argv[1] == str(tmp_path / "corpora" / "beam2")
+    assert jobs[1].argv[1:3] == ["-m", "pet_fairseq.seqkd"] and jobs[1].marker.name == "seqkd.json"
+    only = plan_jobs(parse_spec(SPEC), SETUP, tmp_path, Path("fairseq-train"), Path("python"), only=["ce"])
+    assert [j.name for j in only] == ["ce"]
+
+
+def script_job(tmp_path: Path, name: str, code: str, needs=()) -> Job:
+    out = tmp_path / name
+    return Job(name, [sys.executable, "-c", code], out, out / ".done", out / "train.log", list(needs))
+
+
+def test_finished_runs_are_cached_and_failures_skip_their_dependants(tmp_path):
+    ok = script_job(tmp_path, "a", f"open(r'{tmp_path / 'a' / 'checkpoint_last.pt'}', 'w').write('x')")
+    bad = script_job(tmp_path, "b", "raise SystemExit(3)")
+    child = script_job(tmp_path, "c", "print('never')", needs=["b"])
+    assert run_jobs([ok, bad, child], parallel=2) == {"a": "ok", "b": "failed", "c": "skipped"}
+    assert json.loads(ok.marker.read_text())["wall_seconds"] >= 0
+    assert "exit" not in ok.log.read_text() and not child.log.exists()
+    # second call: the finished run is not started again (its command would now fail)
+    again = script_job(tmp_path, "a", f"open(r'{tmp_path / 'a' / 'checkpoint_last.pt'}', 'w').write('x')")
+    assert run_jobs([again]) == {"a": "cached"}
+
+
+def test_a_cached_run_with_another_command_is_refused(tmp_path):
+    job = script_job(tmp_path, "a", f"open(r'{tmp_path / 'a' / 'checkpoint_last.pt'}', 'w').write('x')")
+    assert run_jobs([job]) == {"a": "ok"}
+    edited = script_job(tmp_path, "a", "print('edited variant')")
+    with pytest.raises(SpecError, match="was run with another command"):
+        run_jobs([edited])
+
+
+LOG = """\
+2026-12-01 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 9.1 | nll_loss 8.5 | ppl 362 | bleu 0.4 | wps 9 | num_updates 75
+2026-12-01 | INFO | valid | epoch 002 | valid on 'valid' subset | loss 6.2 | nll_loss 5.25 | ppl 38 | bleu 12.75 | wps 9 | num_updates 150 | best_loss 6.2
+2026-12-01 | INFO | valid | epoch 002 | valid on 'valid' subset | loss 6.1 | nll_loss 5.0 | ppl 32 | bleu 13 | wps 9 | num_updates 150
+"""
+
+
+def test_valid_points_parse_nll_and_bleu_and_keep_the_last_of_a_repeated_update():
+    points = valid_points(LOG)
+    assert [(p.updates, p.nll_bits, p.bleu) for p in points] == [(75, 8.5, 0.4), (150, 5.0, 13.0)]

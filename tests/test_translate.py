@@ -1,0 +1,210 @@
+"""pet_fairseq.translate and the data-bin recipe: preparation, every line answered, clear errors."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pet_fairseq.preprocessing.bpe import SUBWORD_NMT, SubwordNmtSegmenter, learn_subword_nmt
+from pet_fairseq.preprocessing.files import PrepError
+from pet_fairseq.preprocessing.recipe import RECIPE_FILE, DataRecipe, read_recipe, write_recipe
+from pet_fairseq.preprocessing.text import LineProcessor, TokenizeConfig
+from pet_fairseq.translate import LineTranslator, SourceText, TargetText
+from pet_fairseq.translate.cli import main, read_lines, translate_stream
+from pet_fairseq.translate.text import truncate
+
+GERMAN = ["ein mann fährt mit dem fahrrad durch die stadt .", "zwei hunde spielen im schnee .",
+          "eine frau liest ein buch im park .", "kinder spielen fußball auf der straße ."] * 5
+
+
+@pytest.fixture(scope="module")
+def codes(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("bpe")
+    (folder / "train.de").write_text("\n".join(GERMAN) + "\n", encoding="utf-8")
+    (folder / "train.en").write_text("a man rides a bike .\ntwo dogs play in the snow .\n" * 10, encoding="utf-8")
+    learn_subword_nmt([folder / "train.de", folder / "train.en"], folder / "code", 40)
+    return folder / "code"
+
+
+@pytest.fixture()
+def recipe(codes) -> DataRecipe:
+    return DataRecipe("de", "en", lowercase=True, bpe="subword_nmt", bpe_model=codes)
+
+
+# --- the recipe file ------------------------------------------------------------------------------
+
+
+def fake_preparation(out: Path, codes: Path) -> None:
+    """What the text steps and fairseq-preprocess leave in OUT for multi30k de->en."""
+    (out / "bpe").mkdir(parents=True)
+    (out / "bpe" / "code").write_bytes(codes.read_bytes())
+    (out / "data-bin").mkdir()
+    for lang in ("de", "en"):
+        (out / "data-bin" / f"dict.{lang}.txt").write_text("a 1\n", encoding="utf-8")
+    stats = {"dataset": "multi30k", "src": "de", "tgt": "en", "lowercase": True,
+             "bpe": {"method": SUBWORD_NMT, "model": "relative/path/at/run/time/bpe/code", "merges": 40, "given": False}}
+    (out / "prep_stats.json").write_text(json.dumps(stats), encoding="utf-8")
+
+
+def test_the_preparation_writes_a_recipe_next_to_the_data_bin_that_reads_back(tmp_path, codes):
+    fake_preparation(tmp_path / "out", codes)
+    path = write_recipe(tmp_path / "out")
+    data_bin = tmp_path / "out" / "data-bin"
+    assert path == data_bin / RECIPE_FILE
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    assert raw == {"format": 1, "dataset": "multi30k", "source_lang": "de", "target_lang": "en", "tokenizer": "moses",
+                   "moses_aggressive_dash_splits": False, "lowercase": True, "bpe": "subword_nmt",
+                   "bpe_model": "bpe.code"}
+    assert (data_bin / "bpe.code").read_bytes() == codes.read_bytes()  # the data-bin alone is enough
+    moved = tmp_path / "moved-data-bin"
+    data_bin.rename(moved)
+    recipe = read_recipe(moved)
+    assert recipe.languages == ("de", "en") and recipe.lowercase and recipe.bpe == "subword_nmt"
+    assert recipe.bpe_model == moved / "bpe.code"
+    assert recipe.tokenize_config("en") == TokenizeConfig(lang="en", aggressive=False, lowercase=True)
+
+
+def test_a_missing_or_broken_recipe_says_what_to_do(tmp_path):
+    with pytest.raises(PrepError, match=r"preprocessing.json not found: the data-bin was not prepared by "
+                                        r"data_prep/prepare-\*.sh .*--recipe"):
+        read_recipe(tmp_path)
+    (tmp_path / RECIPE_FILE).write_text('{"source_lang": "de", "target_lang": "en", "lowercase": true, '
+                                        '"bpe": "wordpiece"}', encoding="utf-8")
+    with pytest.raises(PrepError, match="bpe must be one of subword_nmt, sentencepiece, none"):
+        read_recipe(tmp_path)
+    (tmp_path / RECIPE_FILE).write_text('{"source_lang": "de", "target_lang": "en", "lowercase": true, '
+                                        '"bpe": "subword_nmt", "bpe_model": "gone.code"}', encoding="utf-8")
+    with pytest.raises(PrepError, match="its bpe_model .*gone.code does not exist"):
+        read_recipe(tmp_path)
+
+
+# --- preparing source text, rendering hypotheses --------------------------------------------------
+
+
+def test_source_text_is_prepared_like_the_data_bin(recipe, codes):
+    line = "Zwei Hunde spielen im Schnee."
+    expected = SubwordNmtSegmenter(str(codes))(LineProcessor(TokenizeConfig("de", lowercase=True))(line)).split()
+    tokens = SourceText(recipe, "de")(line)
+    assert tokens == expected
+    assert "".join(tokens).replace("@@", "") == "zweihundespielenimschnee."  # lowercased, period split off
+    assert any(t.endswith("@@") for t in SourceText(recipe, "de")("Ein Fahrradfahrer"))
+
+
+def test_truncation_cuts_at_a_word_boundary():
+    words = ["ein", "fahr@@", "rad@@", "fahrer", "fährt", "."]
+    assert truncate(words, 3, "subword_nmt") == ["ein"]  # not inside fahr@@ rad@@ fahrer
+    assert truncate(words, 4, "subword_nmt") == ["ein", "fahr@@", "rad@@", "fahrer"]
+    assert truncate(words, 3, "none") == words[:3]
+    assert truncate(["lang@@", "lang@@", "wort"], 2, "subword_nmt") == ["lang@@", "lang@@"]  # one long word: cut inside
+    pieces = ["▁ein", "▁fahr", "rad", "▁fährt", "."]
+    assert truncate(pieces, 2, "sentencepiece") == ["▁ein"]
+    assert truncate(pieces, 3, "sentencepiece") == ["▁ein", "▁fahr", "rad"]
+    assert truncate(pieces, 9, "sentencepiece") == pieces
+
+
+def test_target_text_removes_bpe_and_detokenizes(recipe):
+    assert TargetText(recipe, "en")("a man ri@@ des a bi@@ ke &apos;s bike .") == "a man rides a bike's bike."
+
+
+# --- every line answered ---------------------------------------------------------------------------
+
+
+class FakeModel:
+    """A backend that 'translates' a source into its reversed subword tokens and records what it got."""
+
+    def __init__(self, max_source_tokens: int | None) -> None:
+        self.max_source_tokens = max_source_tokens
+        self.calls: list[list[list[str]]] = []
+
+    def translate(self, sources: list[list[str]]) -> list[str]:
+        self.calls.append(sources)
+        return [" ".join(reversed(s)) for s in sources]
+
+
+def translator(max_source_tokens: int | None = 20):
+    messages: list[str] = []
+    plain = DataRecipe("de", "en", lowercase=True, bpe="none")
+    model = FakeModel(max_source_tokens)
+    return LineTranslator(model, SourceText(plain, "de"), TargetText(plain, "en"), messages.append), model, messages
+
+
+def test_empty_long_and_capitalised_lines_each_get_one_answer_in_order():
+    lines = ["", " ".join(["Hund"] * 2000), "Ein Mann fährt Fahrrad.", "   "]
+    tr, model, messages = translator(max_source_tokens=1023)
+    out = tr.translate(lines)
+    assert len(out) == 4 and out[0] == "" and out[3] == ""
+    assert out[2] == ". fahrrad fährt mann ein"  # lowercased like the training text
+    assert len(model.calls) == 1 and [len(s) for s in model.calls[0]] == [1023, 5]  # one batch, truncated to fit
+    warnings = [m for m in messages if m.startswith("warning:")]
+    assert warnings == ["warning: line 2: 2,000 subword tokens, more than the 1,023 the model can read: "
+                        "translating only the first 1,023 (the rest of the line is dropped)"]
+    notes = [m for m in messages if "lowercased" in m]
+    assert len(notes) == 1 and "first capitals on line 2" in notes[0]
+
+
+def test_no_lowercasing_note_for_lowercase_input_and_nothing_sent_for_blank_input():
+    tr, model, messages = translator()
+    assert tr.translate(["ein mann .", ""]) == [". mann ein", ""]
+    assert tr.translate(["", "\t"]) == ["", ""]
+    assert messages == [] and len(model.calls) == 1
+
+
+def test_lines_are_numbered_across_buffers_and_flushed_per_buffer():
+    tr, model, messages = translator(max_source_tokens=3)
+    out = io.StringIO()
+    lines = iter(["a", "b", "c", "d e f g", "h"])
+    assert translate_stream(tr, lines, out, buffer_size=2) == 5
+    assert out.getvalue().splitlines() == ["a", "b", "c", "f e d", "h"]
+    assert len(model.calls) == 3
+    assert [m.split(":")[1].strip() for m in messages] == ["line 4"]
+
+
+def test_invalid_utf8_is_replaced_with_a_warning_not_fatal():
+    messages: list[str] = []
+    lines = list(read_lines(io.BytesIO("gut\n".encode() + b"schlecht \xff\n" + "ende\r\n".encode()), messages.append))
+    assert lines == ["gut", "schlecht \ufffd", "ende"]
+    assert messages == ["warning: line 2 is not valid UTF-8; undecodable bytes were replaced by U+FFFD"]
+
+
+# --- command-line errors ---------------------------------------------------------------------------
+
+
+def test_a_text_file_as_model_is_a_plain_error(tmp_path, capsys):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("these are my notes\n", encoding="utf-8")
+    assert main([str(junk), str(junk)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {junk} is not a fairseq checkpoint" in err and "pass a checkpoint written by fairseq-train" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "tpu"], "--device tpu: expected cpu, cuda or cuda:N"),
+    (["--beam", "0"], "--beam must be at least 1, got 0"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+])
+def test_bad_options_are_refused_before_loading(tmp_path, capsys, args, message):
+    junk = tmp_path / "model.pt"
+    junk.write_bytes(b"")
+    assert main([str(junk), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_model_input_and_a_folder_that_is_no_ctranslate2_model(tmp_path, capsys):
+    assert main([str(tmp_path / "nope.pt")]) == 2
+    assert f"error: model {tmp_path / 'nope.pt'} does not exist" in capsys.readouterr().err
+    assert main([str(tmp_path), str(tmp_path / "missing.de")]) == 2
+    assert f"error: input {tmp_path / 'missing.de'} is not a file" in capsys.readouterr().err
+    assert main([str(tmp_path)]) == 2
+    assert "is a folder but not a CTranslate2 model directory (no model.bin)" in capsys.readouterr().err
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"")
+    assert main([str(model), "--device", "cuda"]) == 2
+    assert "--device cuda: no CUDA device is available here; use --device cpu" in capsys.readouterr().err
