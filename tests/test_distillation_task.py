@@ -159,3 +159,32 @@ def test_loading_the_student_to_decode_does_not_load_the_teacher(setup):
     task.teacher = None
     task.build_model(student.args if hasattr(student, "args") else student.cfg, from_checkpoint=True)
     assert task.teacher is None
+
+
+def test_batch_iterators_are_built_after_unreachable_cycles_are_collected(setup):
+    """Garbage cycles (e.g. a finished epoch's DataLoader iterator) are freed before workers can fork."""
+    import gc
+
+    from fairseq.data import LanguagePairDataset
+
+    task = setup[3]
+    d = task.target_dictionary
+    items = [torch.tensor([5 + i, d.eos()]) for i in range(4)]
+    dataset = LanguagePairDataset(items, [2] * 4, d, items, [2] * 4, d)
+    freed = []
+
+    class Node:
+        def __del__(self):
+            freed.append(self)
+
+    gc.disable()
+    try:
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a cycle: refcounts alone never free it
+        del a, b
+        assert not freed
+        itr = task.get_batch_iterator(dataset, max_sentences=2)
+    finally:
+        gc.enable()
+    assert len(freed) == 2
+    assert sum(len(batch["id"]) for batch in itr.next_epoch_itr(shuffle=False)) == 4

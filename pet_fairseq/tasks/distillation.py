@@ -9,6 +9,7 @@ training every process holds its own teacher on its own device; it is never wrap
 ``DistributedDataParallel`` and never synchronised (it does not change).
 """
 
+import gc
 import logging
 import os
 from dataclasses import dataclass, field
@@ -141,6 +142,20 @@ class DistillationTask(TranslationTask):
         land in different batches and the two runs drift apart.
         """
         return False
+
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        """fairseq's batch iterator, after collecting the unreachable iterators of earlier epochs.
+
+        Without reuse every epoch (and every validation) builds a new iterator. fairseq's
+        ``BufferedIterator`` stops after its last batch without exhausting the DataLoader, so the
+        old DataLoader iterator keeps its worker process until the iterator is freed; if it is
+        only reachable through a reference cycle it waits for the garbage collector, and a
+        DataLoader worker forked in the meantime inherits a copy, collects it and prints
+        ``_MultiProcessingDataLoaderIter.__del__ ... AssertionError: can only test a child
+        process``. Collecting here shuts such iterators down in this process, before any fork.
+        """
+        gc.collect()
+        return super().get_batch_iterator(dataset, *args, **kwargs)
 
     def load_teacher(self, path: str) -> nn.Module:
         """Load, check and freeze the teacher checkpoint at ``path``."""
