@@ -78,9 +78,9 @@ TEACHER_CKPT="$OUT/pet/teacher/checkpoint_last.pt"
 
 BPE=(--bpe subword_nmt --bpe-codes "$DATA/bpe/code")
 [ -f "$DATA/bpe/code" ] || BPE=(--bpe sentencepiece --sentencepiece-model "$DATA/bpe/spm.model")
-STUDY=("$BIN/python" -m pet_fairseq.study --spec "$SPEC" --only no-kd,seqkd-wordkd --tag quickstart
+STUDY=("$BIN/python" -m pet_fairseq.study --spec "$SPEC" --only no-kd,seqkd-wordkd-inter --tag quickstart
        --data-bin "$DATA/data-bin" --teacher "$TEACHER_CKPT" --out "$OUT/study" --source-lang "$SRC" --target-lang "$TGT")
-say "4/5 seq-KD corpus, then the PET student with the recipe (seq-KD + word KD) and without KD, equal updates (python -m pet_fairseq.study; logs under $OUT/study)"
+say "4/5 seq-KD corpus, then the PET student with the recipe (seq-KD + word KD + intermediate loss) and without KD, equal updates (python -m pet_fairseq.study; logs under $OUT/study)"
 "${STUDY[@]}" "${JOBS[@]}" --train-only
 say "5/5 BLEU, memory and decode speed, teacher first (evaluation tool; log: $OUT/study/eval-quickstart.log)"
 "${STUDY[@]}" "${BPE[@]}" --eval-args "$EVAL"
@@ -91,7 +91,7 @@ cat "$OUT/study/eval-quickstart/report.md" >&2
 import json, sys
 study = json.load(open(sys.argv[1]))
 rows = {r["variant"]["name"]: r for r in study["rows"]}
-teacher, kd, nokd = study["teacher"]["detok"], rows["seqkd-wordkd"]["bleu"], rows["no-kd"]["bleu"]
+teacher, kd, nokd = study["teacher"]["detok"], rows["seqkd-wordkd-inter"]["bleu"], rows["no-kd"]["bleu"]
 print(f"\nBLEU after {study['budget']} student updates each: teacher {teacher:.2f}, distilled PET student {kd:.2f} "
       f"({kd - teacher:+.2f} vs the teacher), the same student without KD {nokd:.2f} (KD: {kd - nokd:+.2f})")
 if teacher < nokd + 1.0:

@@ -199,11 +199,13 @@ def test_warmup_fraction_needs_an_update_budget(tmp_path):
 
 
 def test_defaults_are_the_studys_recipe_and_beta_zero_trains_no_projections(tmp_path, caplog):
-    """α 0.5, τ 1, β 0 (README's study): no intermediate pairs, so no projections, and a map given with β 0 is reported."""
+    """α 0.5, τ 1, β 2 with automatic maps (README's study); β 0 means no pairs, no projections, and a warning."""
     data, path, _ = teacher_checkpoint(tmp_path)
     _, _, criterion = distillation(data, path)
-    assert (criterion.alpha, criterion.temperature, criterion.beta, criterion.warmup_updates) == (0.5, 1.0, 0.0, 0)
-    assert criterion.encoder_map == criterion.decoder_map == [] and not list(criterion.parameters())
+    assert (criterion.alpha, criterion.temperature, criterion.beta, criterion.warmup_updates) == (0.5, 1.0, 2.0, 0)
+    assert criterion.encoder_map == [(1, 2), (2, 4)] and len(criterion.encoder_projections) == 2  # 2 teacher layers, 4 depths
+    _, _, off = distillation(data, path, "--inter-beta", "0")
+    assert off.encoder_map == off.decoder_map == [] and not list(off.parameters())
     with caplog.at_level(logging.WARNING, logger="pet_fairseq.criterions.pet_kd"):
-        distillation(data, path, *LAYER_MAPS)
+        distillation(data, path, "--inter-beta", "0", *LAYER_MAPS)
     assert "--inter-beta 0: the layer maps given are not used" in caplog.text
