@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -140,8 +141,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     summary = merge(split, work, args.out, args.num_shards, prints, args.degenerate, args.force)
     if not args.keep_shards:
-        import shutil
-
         shutil.rmtree(work)
     print(f"seq-KD corpus: {summary['written']:,} of {summary['sentences']:,} {split.name} pairs -> {args.out}; "
           f"{summary['empty']} empty and {summary['runaway']} length-limited hypotheses ({args.degenerate}); "

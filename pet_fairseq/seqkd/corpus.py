@@ -14,6 +14,7 @@ every other split copied byte for byte.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -196,7 +197,7 @@ def merge(split: Split, work: Path, out: Path, num_shards: int, fingerprint: Dic
     def target(i: int) -> torch.Tensor:
         if degenerate == "reference" and i in flagged:
             return split.targets[i]
-        shard = next(s for s in reversed(range(num_shards)) if starts[s] <= i)
+        shard = bisect.bisect_right(starts, i) - 1
         return hypotheses[shard][i - starts[shard]]
 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

@@ -85,13 +85,14 @@ def run(args: argparse.Namespace) -> int:
     tag = f"-{args.tag or '+'.join(only)}" if (args.tag or only) else ""
     report = evaluate(Path(sys.executable), setup.teacher, {n: d / "checkpoint_last.pt" for n, d in dirs.items()},
                       setup.data_bin, args.eval_args.split() + bpe, out / f"eval{tag}", out / f"eval{tag}.log")
-    rows = build_rows(spec, variants, dirs, report)
+    logs = {name: (d / "train.log").read_text(encoding="utf-8") for name, d in dirs.items()}
+    rows = build_rows(variants, logs, report)
     table = markdown(rows, report["models"][0], spec.budget)
     (out / f"study{tag}.md").write_text(table, encoding="utf-8")
     (out / f"study{tag}.json").write_text(json.dumps(
         {"budget": spec.budget, "teacher": report["models"][0].get("bleu"), "status": status,
          "rows": [{**asdict(r), "variant": asdict(r.variant)} for r in rows]}, indent=1) + "\n", encoding="utf-8")
-    if plot_curves(curves_of(variants, dirs), out / f"curves{tag}.png", f"{spec.budget} updates per student"):
+    if plot_curves(curves_of(variants, logs), out / f"curves{tag}.png", f"{spec.budget} updates per student"):
         logger.info("learning curves: %s", out / f"curves{tag}.png")
     print(table)
     if failed:

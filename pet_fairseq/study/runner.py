@@ -38,6 +38,10 @@ class Job:
     log: Path
     needs: List[str] = field(default_factory=list)
 
+    @property
+    def is_corpus(self) -> bool:
+        return self.name.startswith("corpus:")
+
     def finished(self) -> bool:
         return self.marker.is_file()
 
@@ -68,7 +72,7 @@ def plan_jobs(spec: Spec, setup: Setup, out: Path, fairseq_train: Path, python: 
 
 
 def command_file(job: Job) -> Path:
-    return job.log.with_name(job.log.stem + ".command.json") if job.name.startswith("corpus:") else job.output / "command.json"
+    return job.log.with_name(job.log.stem + ".command.json") if job.is_corpus else job.output / "command.json"
 
 
 def check_cached(job: Job) -> None:
@@ -134,8 +138,8 @@ def _schedule(pending: List[Job], running: Dict[str, tuple], status: Dict[str, s
                 del running[name]
                 progress.update(1)
                 seconds = time.time() - started
-                if proc.returncode == 0 and (job.name.startswith("corpus:") or (job.output / "checkpoint_last.pt").is_file()):
-                    if not job.name.startswith("corpus:"):
+                if proc.returncode == 0 and (job.is_corpus or (job.output / "checkpoint_last.pt").is_file()):
+                    if not job.is_corpus:
                         job.marker.write_text(json.dumps({"wall_seconds": round(seconds, 1)}) + "\n", encoding="utf-8")
                     status[name] = "ok"
                     logger.info("%s: finished in %.0f s", name, seconds)

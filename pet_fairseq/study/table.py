@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 from pet_fairseq.evaluation.training_cost import training_cost
 from pet_fairseq.study.curves import CurvePoint, valid_points
-from pet_fairseq.study.spec import Spec, Variant
+from pet_fairseq.study.spec import Variant
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,14 @@ def evaluate(python: Path, teacher: Path, runs: Dict[str, Path], data_bin: Path,
     return json.loads(report.read_text(encoding="utf-8"))
 
 
-def build_rows(spec: Spec, variants: List[Variant], run_dirs: Dict[str, Path], report: dict) -> List[Row]:
+def build_rows(variants: List[Variant], logs: Dict[str, str], report: dict) -> List[Row]:
+    """One row per variant from the evaluation report and its training log (``logs``: {name: text})."""
     by_label = {m["label"]: m for m in report["models"]}
     rows = []
     for v in variants:
         model = by_label.get(v.name, {})
         ok = model.get("status") == "ok"
-        log = (run_dirs[v.name] / "train.log").read_text(encoding="utf-8")
+        log = logs[v.name]
         points = valid_points(log)
         try:
             step = training_cost(log).seconds_per_update
@@ -102,6 +103,5 @@ def markdown(rows: List[Row], teacher: dict, budget: int) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
-def curves_of(variants: List[Variant], run_dirs: Dict[str, Path]) -> Dict[str, List[CurvePoint]]:
-    return {f"{v.title} (seed {v.seed})": valid_points((run_dirs[v.name] / "train.log").read_text(encoding="utf-8"))
-            for v in variants}
+def curves_of(variants: List[Variant], logs: Dict[str, str]) -> Dict[str, List[CurvePoint]]:
+    return {f"{v.title} (seed {v.seed})": valid_points(logs[v.name]) for v in variants}
