@@ -6,9 +6,11 @@ import io
 
 import pytest
 import torch
+from fairseq.models.transformer import TransformerEncoderBase
 from fairseq.sequence_generator import SequenceGenerator
 
 from tests.conftest import build, toy_dictionary, toy_task, unique_parameter_count
+from pet_fairseq.models.pet_transformer import SOURCE_ROWS
 from pet_fairseq.modules.reused_layer import ReusedLayer
 
 TINY = dict(  # small but with PET's shape: different encoder/decoder widths, 2 unique layers as 4
@@ -93,6 +95,64 @@ def test_greedy_search_equals_full_forward_argmax():
             lprobs[:, :, model.decoder.dictionary.pad()] = -float("inf")
             lprobs[:, : 3 - 1 + 1, eos] = -float("inf")  # min_len=3 forbids eos before step 3
             assert torch.equal(lprobs.argmax(-1)[0, :-1], tokens[0, :-1])
+
+
+def stock_reorder(model, encoder_out, new_order):
+    """fairseq's own ``TransformerEncoderBase.reorder_encoder_out`` on a copy of ``encoder_out``."""
+    copied = {key: list(value) for key, value in encoder_out.items()}
+    return TransformerEncoderBase.reorder_encoder_out(model.encoder, copied, new_order)
+
+
+ENCODER_OUT_KEYS = ("encoder_out", "encoder_padding_mask", "encoder_embedding", "encoder_states", "src_lengths")
+
+
+def test_reorder_encoder_out_equals_fairseq_and_skips_copies_that_change_nothing():
+    model = build("pet_deep_shallow_iwslt_de_en", **TINY).eval()
+    src, src_len = batch(n=4)
+    with torch.no_grad():
+        forward = model.encoder(src, src_len, return_all_hiddens=True)
+    beam = 3
+    orders = [  # (new_order, whether any row changes value)
+        (torch.arange(4).repeat_interleave(beam), True),  # expansion to beams
+        (torch.tensor([2, 0, 0, 5, 3, 3, 6, 8, 7, 9, 9, 11]), False),  # beams move within their sentence
+        (torch.tensor([3, 4, 5, 0, 1, 2, 6, 7, 8, 9, 10, 11]), True),  # sentences 0 and 1 swap places
+        (torch.tensor([0, 0, 2, 6, 7, 6, 9, 10, 11]), True),  # sentence 1 finished: the batch shrinks
+        (torch.tensor([1, 1, 0, 5, 4, 3, 8, 6, 6]), False),
+    ]
+    ours, stock = forward, {key: list(value) for key, value in forward.items()}
+    for order, changes in orders:
+        previous = ours
+        ours, stock = model.encoder.reorder_encoder_out(ours, order), stock_reorder(model, stock, order)
+        kept = [a is b for key in ENCODER_OUT_KEYS for a, b in zip(previous[key], ours[key])]
+        assert kept and all(kept) != changes
+        for key in ENCODER_OUT_KEYS:
+            assert len(ours[key]) == len(stock[key]) > 0
+            for a, b in zip(ours[key], stock[key]):
+                assert torch.equal(a, b), key
+    assert ours[SOURCE_ROWS][0].tolist() == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert [state.size(1) for state in forward["encoder_states"]] == [4] * 7  # embeddings + 6 depths, untouched
+    assert SOURCE_ROWS not in forward
+
+
+def test_beam_search_with_fairseq_reorder_gives_identical_hypotheses(monkeypatch):
+    model = peaky(build("pet_deep_shallow_iwslt_de_en", **TINY))
+    with torch.no_grad():  # a likelier EOS, so sentences finish at different steps and the batch shrinks
+        model.decoder.embed_tokens.weight[model.decoder.dictionary.eos()] *= 4
+    src, src_len = batch()
+    sample = {"net_input": {"src_tokens": src, "src_lengths": src_len}}
+
+    def decode():
+        gen = SequenceGenerator([model], model.decoder.dictionary, beam_size=4, max_len_b=12)
+        with torch.no_grad():
+            return gen.generate([model], sample)
+
+    ours = decode()
+    monkeypatch.setattr(type(model.encoder), "reorder_encoder_out", TransformerEncoderBase.reorder_encoder_out)
+    stock = decode()
+    assert len({len(sent[0]["tokens"]) for sent in stock}) > 1  # sentences finish at different steps
+    for a, b in zip(ours, stock):
+        assert [h["tokens"].tolist() for h in a] == [h["tokens"].tolist() for h in b]
+        assert torch.equal(torch.stack([h["score"] for h in a]), torch.stack([h["score"] for h in b]))
 
 
 def test_pet_plan_and_widths():

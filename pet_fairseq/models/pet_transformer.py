@@ -9,6 +9,7 @@ so fairseq's forward pass, incremental decoding and ``return_all_hiddens`` work 
 
 import copy
 from dataclasses import dataclass, field
+from typing import Dict, List
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
@@ -20,7 +21,8 @@ from fairseq.models.transformer import (
     base_architecture,
 )
 from fairseq.modules import LayerDropModuleList
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from pet_fairseq.modules.kronecker import (
     KroneckerEmbedding,
@@ -142,6 +144,43 @@ class PETTransformerEncoder(TransformerEncoderBase):
 
     def build_encoder_layer(self, cfg):
         return _factor(_with_self_attention(super().build_encoder_layer(cfg), cfg, "encoder"), cfg)
+
+    def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor) -> Dict[str, List[Tensor]]:
+        """fairseq's reorder for beam search, skipping the copies that would change no value.
+
+        Invariant: row ``r`` of every tensor in ``encoder_out`` equals row ``rows[r]`` of the
+        encoder's forward output, ``rows = encoder_out[SOURCE_ROWS][0]`` (``arange(B)`` straight
+        from ``forward``). After the reorder row ``r`` must equal forward row ``rows[new_order][r]``;
+        where ``rows[new_order] == rows`` it already does, and the tensors are returned as they are.
+        fairseq's ``SequenceGenerator`` reorders after every decoding step, where beams move only
+        among copies of their own sentence, so only the expansion to beams and the removal of
+        finished sentences copy. Same keys and values as ``TransformerEncoderBase.reorder_encoder_out``
+        plus ``SOURCE_ROWS``; the input dictionary is not modified (nor may callers modify its
+        tensors in place).
+        """
+        batch = _batch_size(encoder_out)
+        rows = encoder_out.get(SOURCE_ROWS) or [torch.arange(batch, device=new_order.device)]
+        new_rows = rows[0].index_select(0, new_order)
+        if new_rows.shape == rows[0].shape and bool(torch.equal(new_rows, rows[0])):
+            return {**encoder_out, SOURCE_ROWS: [new_rows]}
+        reordered = super().reorder_encoder_out({**encoder_out, "encoder_states": list(encoder_out["encoder_states"])},
+                                                new_order)
+        reordered[SOURCE_ROWS] = [new_rows]
+        return reordered
+
+
+SOURCE_ROWS = "source_rows"
+
+
+def _batch_size(encoder_out: Dict[str, List[Tensor]]) -> int:
+    """Rows of an encoder output (dim 1 of the T x B x C ``encoder_out``, else dim 0 of the B x T tensors)."""
+    if encoder_out["encoder_out"]:
+        return encoder_out["encoder_out"][0].size(1)
+    for key in ("encoder_padding_mask", "encoder_embedding", "src_lengths"):
+        if encoder_out.get(key):
+            return encoder_out[key][0].size(0)
+    raise ValueError("cannot reorder an encoder output without encoder_out, encoder_padding_mask, "
+                     "encoder_embedding or src_lengths")
 
 
 class PETTransformerDecoder(TransformerDecoderBase):
