@@ -11,9 +11,10 @@ from fairseq.models import ARCH_MODEL_REGISTRY
 from fairseq.models.transformer import TransformerModel
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
+from pet_fairseq.evaluation.ct2_worker import make_batches, max_decoding_length
+from pet_fairseq.evaluation.errors import EvaluationError
 from pet_fairseq.export import ExportError, unroll_state
 from pet_fairseq.export.__main__ import main as export_main
-from pet_fairseq.export.ct2_worker import make_batches, max_decoding_length
 from pet_fairseq.export.unroll import unroll_checkpoint
 from pet_fairseq.modules.reused_layer import ReusedLayer
 from tests.conftest import make_checkpoint, toy_dictionary, write_data_dir
@@ -201,10 +202,11 @@ def test_ctranslate2_batches_follow_fairseq_and_length_limits():
     assert max_decoding_length([3], max_len_a=0, max_len_b=5000) == 1023
 
 
-def test_ctranslate2_model_stores_unchanged_layer_copies_once(tmp_path, data_dir):
+def test_ctranslate2_model_stores_unchanged_layer_copies_once(tmp_path, data_dir, capsys):
     pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
-    from pet_fairseq.export.ct2_worker import count_parameters, directory_bytes
-    from pet_fairseq.export.ctranslate2 import check_vocabularies, convert, export_info, is_model_dir
+    from pet_fairseq.evaluation.ct2_model import check_vocabularies, export_info, is_model_dir
+    from pet_fairseq.evaluation.ct2_worker import count_parameters, directory_bytes
+    from pet_fairseq.export.ctranslate2 import convert
 
     path, _, state = student(tmp_path, data_dir)
     summary = unroll_state(state)[1]
@@ -223,8 +225,11 @@ def test_ctranslate2_model_stores_unchanged_layer_copies_once(tmp_path, data_dir
     # int8 matrices save 3 bytes per weight (the float32 sinusoidal position tables stay)
     assert sizes["float32"] - sizes["int8"] > 2 * expected
     other = write_data_dir(tmp_path / "other", toy_dictionary(VOCAB + 8))
-    with pytest.raises(ExportError, match="source: the model's 208-entry vocabulary differs"):
+    with pytest.raises(EvaluationError, match="source: the model's 208-entry vocabulary differs"):
         check_vocabularies(tmp_path / "int8", other, "de", "en")
+    # the export command reports it as its own error
+    assert export_main(["translate", str(tmp_path / "int8"), "--data-bin", str(other)]) == 2
+    assert "error: vocabulary mismatch" in capsys.readouterr().err
     with pytest.raises(ExportError, match="exists and is not empty; pass --force"):
         convert(path, tmp_path / "int8")
     info = json.loads((tmp_path / "int8" / "pet_export.json").read_text())

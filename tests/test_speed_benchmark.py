@@ -1,8 +1,7 @@
-"""The decode-speed benchmark: forced output lengths, side-by-side timing, ratios, tables, profile, structure."""
+"""The decode-speed benchmark: forced output lengths, side-by-side timing, ratios, tables, profile."""
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from pet_fairseq.evaluation.decode_profile import CATEGORIES, profile_decoding
 from pet_fairseq.evaluation.errors import EvaluationError
 from pet_fairseq.evaluation.speed import measure_side_by_side
 from pet_fairseq.evaluation.translators import FairseqTranslator, OutputLength, decode_pass
-from tests.conftest import REPO, build, toy_dictionary, toy_task
+from tests.conftest import build, toy_dictionary, toy_task, write_data_dir
 
 TINY = ("--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-embed-dim", "32",
         "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "4", "--decoder-attention-heads", "4")
@@ -177,19 +176,11 @@ def test_bad_arguments_are_clear_errors(corpus, capsys):
         sb.read_sources(corpus[1], toy_dictionary(200), 50)
 
 
-def _imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
-
-
-def test_export_does_not_import_the_comparison_tool():
-    """compare may use export's CTranslate2 backend; export uses only evaluation's lower-level modules."""
-    for path in (REPO / "pet_fairseq" / "export").glob("*.py"):
-        imported = _imports(path)
-        assert not {"pet_fairseq.evaluation.compare", "pet_fairseq.evaluation.decode"} & imported, path.name
+def test_a_failed_conversion_is_an_evaluation_error_quoting_the_converter(tmp_path):
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
+    data_bin = write_data_dir(tmp_path / "data-bin", toy_dictionary(200))
+    model, _, cfg = sb.build_random_model(SPECS[0], data_bin, ("de", "en"), seed=0)
+    message = (r"(?s)^pet: python -m pet_fairseq\.export ctranslate2 exited with code 2:\n.*"
+               r"error: the dictionaries' folder \S*nowhere does not exist; pass --data-bin")
+    with pytest.raises(EvaluationError, match=message):
+        sb.export_ctranslate2(model, cfg, SPECS[0], tmp_path, tmp_path / "nowhere", ("de", "en"), "int8", threads=1)

@@ -16,6 +16,9 @@ One concept per module:
 * :mod:`~pet_fairseq.evaluation.postprocess` -- de-BPE and detokenization of decoder output
 * :mod:`~pet_fairseq.evaluation.jobs` -- a decoding subprocess's job, its text files and their BLEU
 * :mod:`~pet_fairseq.evaluation.decode` -- the per-model decoding subprocess
+* :mod:`~pet_fairseq.evaluation.ct2_model` -- CTranslate2 model directories (``python -m pet_fairseq.export
+  ctranslate2``): recognised, checked against the data-bin, evaluated like a checkpoint
+* :mod:`~pet_fairseq.evaluation.ct2_worker` -- the torch-free decoding subprocess for a CTranslate2 model
 * :mod:`~pet_fairseq.evaluation.runner` -- launching that subprocess from the parent
 * :mod:`~pet_fairseq.evaluation.ratios` -- figures relative to the first (reference) model
 * :mod:`~pet_fairseq.evaluation.environment` -- versions, threads, device, CPU model
@@ -26,6 +29,7 @@ One concept per module:
   CTranslate2 side by side, throughput, latency and profile (own command line)
 
 Importing this package does not import fairseq; the modules that need it import it themselves.
+Nothing here imports :mod:`pet_fairseq.export` (export builds on evaluation, not the reverse).
 """
 
 from pet_fairseq.evaluation.checkpoint import inference_state, read_checkpoint, strip_for_inference

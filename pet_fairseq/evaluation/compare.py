@@ -91,9 +91,9 @@ def evaluate_model(args: argparse.Namespace, label: str, path: str, workdir: Pat
     """Check, strip, decode and score one checkpoint; raises :class:`EvaluationError` on bad input.
 
     A CTranslate2 model directory (holding ``model.bin``, see ``python -m pet_fairseq.export``) is
-    decoded by :func:`pet_fairseq.export.ctranslate2.evaluate_model` with the same settings.
+    decoded by :func:`pet_fairseq.evaluation.ct2_model.evaluate_model` with the same settings.
     """
-    from pet_fairseq.export.ctranslate2 import evaluate_model as evaluate_ctranslate2, is_model_dir
+    from pet_fairseq.evaluation.ct2_model import evaluate_model as evaluate_ctranslate2, is_model_dir
 
     if is_model_dir(path):
         return evaluate_ctranslate2(args, label, path, workdir)

@@ -12,8 +12,9 @@ Every model, in every engine, generates exactly ``--output-length`` tokens (EOS 
 sentence (fairseq: ``min_len = max_len``; CTranslate2: ``min_decoding_length = max_decoding_length``),
 which :func:`~pet_fairseq.evaluation.translators.decode_pass` checks.
 
-Each model is also converted with the project's export (``python -m pet_fairseq.export
-ctranslate2``, ``--quantization int8`` by default) and decoded with CTranslate2 in this process.
+Each model is also converted by the project's export in a subprocess (``python -m
+pet_fairseq.export ctranslate2``, ``--quantization int8`` by default), then decoded with CTranslate2
+in this process.
 Modes: batch ``--batch-size`` throughput (target tokens/s) and batch-1 latency (ms per sentence),
 each with every beam of ``--beams`` (default 5 and greedy). In each mode all models and engines are
 timed on the same batches, interleaved (:func:`~pet_fairseq.evaluation.speed.measure_side_by_side`),
@@ -41,7 +42,7 @@ from tqdm import tqdm
 
 from pet_fairseq.evaluation.errors import EvaluationError
 from pet_fairseq.evaluation.report import write_benchmark_json
-from pet_fairseq.evaluation.runner import PACKAGE_ROOT
+from pet_fairseq.evaluation.runner import PACKAGE_ROOT, run_streaming
 from pet_fairseq.evaluation.speed import SpeedResult, measure_side_by_side
 from pet_fairseq.evaluation.translators import (
     CTranslate2Translator,
@@ -57,6 +58,8 @@ SHARED_DATA = Path(os.environ.get("PET_SHARED_DATA", PACKAGE_ROOT.parent / "shar
 DEFAULT_BPE_DIR = SHARED_DATA / "iwslt14-de-en" / "bpe10k"
 ENGINES = ("fairseq", "ctranslate2")
 ENGINE_NAMES = {"fairseq": "fairseq", "ctranslate2": "CTranslate2"}
+#: lines of the converter's stderr quoted when it fails
+EXPORT_ERROR_LINES = 5
 
 
 @dataclass(frozen=True)
@@ -295,7 +298,7 @@ def build_models(args: argparse.Namespace, specs: Sequence[ModelSpec], dictionar
         if "fairseq" in args.engine_list:
             entry.translators["fairseq"] = FairseqTranslator(spec.label, model, task)
         if "ctranslate2" in args.engine_list:
-            ct2_dir = export_ctranslate2(model, cfg, spec, workdir, data_bin, langs, args.quantization)
+            ct2_dir = export_ctranslate2(model, cfg, spec, workdir, data_bin, langs, args.quantization, args.threads)
             entry.translators["ctranslate2"] = CTranslate2Translator(
                 spec.label, str(ct2_dir), task.source_dictionary, task.target_dictionary, args.threads)
             entry.stored_parameters["ctranslate2"], entry.disk_bytes["ctranslate2"] = ctranslate2_size(ct2_dir)
@@ -304,24 +307,28 @@ def build_models(args: argparse.Namespace, specs: Sequence[ModelSpec], dictionar
 
 
 def export_ctranslate2(model: torch.nn.Module, cfg: Any, spec: ModelSpec, workdir: Path, data_bin: Path,
-                       langs: tuple[str, str], quantization: str) -> Path:
-    """Save ``model`` as a checkpoint and convert it with :func:`pet_fairseq.export.ctranslate2.convert`."""
-    from pet_fairseq.export.unroll import ExportError
-    from pet_fairseq.export.ctranslate2 import convert
+                       langs: tuple[str, str], quantization: str, threads: int) -> Path:
+    """Save ``model`` as a checkpoint and convert it with ``python -m pet_fairseq.export ctranslate2``.
 
+    The converter runs as a subprocess (``threads`` threads), as a user would run it; its log is
+    copied to stderr, and a failure raises :class:`EvaluationError` with its last lines.
+    """
     checkpoint = save_checkpoint(model, cfg, workdir / f"{spec.label}.pt")
     out_dir = workdir / f"{spec.label}.ct2-{quantization}"
-    try:
-        convert(checkpoint, out_dir, quantization=quantization, data_bin=data_bin, source_lang=langs[0],
-                target_lang=langs[1], force=True)
-    except ExportError as exc:
-        raise EvaluationError(f"{spec.label}: {exc}") from exc
+    command = [sys.executable, "-m", "pet_fairseq.export", "ctranslate2", str(checkpoint), str(out_dir),
+               "--quantization", quantization, "--data-bin", str(data_bin), "--source-lang", langs[0],
+               "--target-lang", langs[1], "--force"]
+    returncode, tail = run_streaming(command, threads)
+    if returncode != 0:
+        last = "\n".join(tail[-EXPORT_ERROR_LINES:]) or "no output"
+        raise EvaluationError(f"{spec.label}: python -m pet_fairseq.export ctranslate2 exited with code "
+                              f"{returncode}:\n{last}")
     return out_dir
 
 
 def ctranslate2_size(model_dir: Path) -> tuple[int, int]:
     """(parameters stored in ``model.bin``, bytes of the model directory)."""
-    from pet_fairseq.export.ct2_worker import count_parameters, directory_bytes
+    from pet_fairseq.evaluation.ct2_worker import count_parameters, directory_bytes
 
     return count_parameters(model_dir), directory_bytes(model_dir)
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from pet_fairseq.export.unroll import ExportError
+from pet_fairseq.export.unroll import ExportError, export_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,29 +75,23 @@ def _quantizations():
 
 def translate_command(args: argparse.Namespace) -> int:
     """The ``translate`` subcommand: hypotheses to --output/stdout, BLEU to stderr for a subset."""
-    from pet_fairseq.evaluation import bleu
+    from pet_fairseq.evaluation import bleu, ct2_worker
     from pet_fairseq.evaluation.checks import resolve_languages
-    from pet_fairseq.evaluation.errors import EvaluationError
+    from pet_fairseq.evaluation.ct2_model import (check_vocabularies, export_info, is_model_dir, read_subset,
+                                                  require_ctranslate2)
     from pet_fairseq.evaluation.postprocess import build_bpe_decoder, build_detokenizer
-    from pet_fairseq.export import ct2_worker
-    from pet_fairseq.export.ctranslate2 import (check_vocabularies, export_info, is_model_dir, read_subset,
-                                                require_ctranslate2)
 
-    require_ctranslate2()
+    with export_errors():
+        require_ctranslate2()
     if not is_model_dir(args.model_dir):
         raise ExportError(f"{args.model_dir} is not a CTranslate2 model directory (no model.bin)")
     info = export_info(args.model_dir)
     references = None
     if args.data_bin:
-        try:
+        with export_errors():
             src, tgt = resolve_languages({"cfg": {"task": info}}, args.data_bin, args.source_lang, args.target_lang)
-        except EvaluationError as exc:
-            raise ExportError(str(exc)) from exc
-        check_vocabularies(args.model_dir, args.data_bin, src, tgt)
-        try:
+            check_vocabularies(args.model_dir, args.data_bin, src, tgt)
             sources, references = read_subset(args.data_bin, args.subset, src, tgt)
-        except EvaluationError as exc:
-            raise ExportError(str(exc)) from exc
     else:
         tgt = args.target_lang or info.get("target_lang") or "en"
         sources = [line.split() for line in args.input.read_text(encoding="utf-8").splitlines()]

@@ -19,6 +19,7 @@ computes the same function.
 """
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import enum
@@ -26,7 +27,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 
@@ -282,12 +283,19 @@ def unroll_state(state: Dict[str, Any], path: Path = Path("<checkpoint>")) -> Tu
     return out, summary
 
 
-def read_student(path: "str | os.PathLike") -> Dict[str, Any]:
-    """Load a checkpoint, turning any reading problem into an :class:`ExportError`."""
+@contextlib.contextmanager
+def export_errors() -> Iterator[None]:
+    """Re-raise an :class:`EvaluationError` of the evaluation tool's checks as an :class:`ExportError`."""
     try:
-        return read_checkpoint(path)
+        yield
     except EvaluationError as exc:
         raise ExportError(str(exc)) from exc
+
+
+def read_student(path: "str | os.PathLike") -> Dict[str, Any]:
+    """Load a checkpoint, turning any reading problem into an :class:`ExportError`."""
+    with export_errors():
+        return read_checkpoint(path)
 
 
 def _toy_dictionary(size: int):

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 import torch
 from tqdm import tqdm
 
-from pet_fairseq.export import ct2_worker
+from pet_fairseq.evaluation import ct2_worker
 from pet_fairseq.seqkd.corpus import (
     DEGENERATE_POLICIES, SeqKDError, Split, file_digest, finished_shards, infer_pair, load_split, merge,
     shard_range, write_shard,

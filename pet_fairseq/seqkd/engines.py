@@ -20,7 +20,7 @@ from typing import List, Protocol, Sequence, Tuple
 import torch
 from fairseq.data import data_utils
 
-from pet_fairseq.export import ct2_worker
+from pet_fairseq.evaluation import ct2_worker
 from pet_fairseq.seqkd.corpus import SeqKDError, Split
 
 logger = logging.getLogger(__name__)

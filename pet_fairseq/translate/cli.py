@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, List, Optional, TextIO
 
 from pet_fairseq.evaluation.errors import EvaluationError
-from pet_fairseq.export.unroll import ExportError
 from pet_fairseq.preprocessing.files import PrepError
 from pet_fairseq.preprocessing.recipe import DataRecipe, read_recipe, recipe_path
 from pet_fairseq.translate.lines import LineTranslator, TranslateError
@@ -77,7 +76,7 @@ def check_options(args: argparse.Namespace) -> None:
 
 def load(args: argparse.Namespace):
     """The model (backend), its data-bin's recipe and the language pair, as the options say."""
-    from pet_fairseq.export.ctranslate2 import is_model_dir
+    from pet_fairseq.evaluation.ct2_model import is_model_dir
 
     if args.model.is_dir():
         if not is_model_dir(args.model):
@@ -160,7 +159,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.output:
                 out.close()
         warn(f"[translate] {count:,} lines translated")
-    except (TranslateError, EvaluationError, ExportError, PrepError) as exc:
+    except (TranslateError, EvaluationError, PrepError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -2,8 +2,8 @@
 
 The model directory is the one ``python -m pet_fairseq.export ctranslate2`` writes; loading,
 batching (sorted by length, as fairseq batches) and beam search are
-:mod:`pet_fairseq.export.ct2_worker`'s, with the export tool's checks (the model's vocabularies
-must be the data-bin's dictionaries).
+:mod:`pet_fairseq.evaluation.ct2_worker`'s, with the checks of :mod:`pet_fairseq.evaluation.ct2_model`
+(the model's vocabularies must be the data-bin's dictionaries).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from pet_fairseq.evaluation import ct2_worker
 from pet_fairseq.evaluation.checks import resolve_languages
-from pet_fairseq.export import ct2_worker
-from pet_fairseq.export.ctranslate2 import check_vocabularies, export_info, is_model_dir, require_ctranslate2
+from pet_fairseq.evaluation.ct2_model import check_vocabularies, export_info, is_model_dir, require_ctranslate2
 from pet_fairseq.translate.lines import TranslateError
 
 #: fairseq's default ``max_source_positions``, assumed when model.bin holds no position table

@@ -1,14 +1,15 @@
 """Decoding with a CTranslate2 model, without torch: the evaluation tool's per-model process for CT2.
 
-    python -P pet_fairseq/export/ct2_worker.py --job JOB.json
+    python -P pet_fairseq/evaluation/ct2_worker.py --job JOB.json
 
 A deployed CTranslate2 model needs neither torch nor fairseq, so this process imports neither
 (importing them costs ~300 MB of resident memory, which would swamp the model's own figure). It is
 therefore run as a *file* with ``python -P`` (Python >= 3.11: do not put this folder on
-``sys.path``, where ``ctranslate2.py`` would shadow the real package), not with ``-m``, which would
-import the ``pet_fairseq`` package (and with it torch and fairseq) first.
+``sys.path``, where the package's module files would shadow top-level modules of the same name),
+not with ``-m``, which would import the ``pet_fairseq`` package (and with it torch and fairseq) first.
+It is the CTranslate2 counterpart of :mod:`pet_fairseq.evaluation.decode`.
 
-The parent (:func:`pet_fairseq.export.ctranslate2.evaluate_model`) reads the binarized subset with
+The parent (:func:`pet_fairseq.evaluation.ct2_model.evaluate_model`) reads the binarized subset with
 fairseq and writes the source tokens; this process translates them (beam search, the same beam,
 batch size, length limits and threads as the fairseq models), times the decoding with
 :func:`pet_fairseq.evaluation.speed.measure_speed` (warm-up, then the median of the repeats), and
@@ -26,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-logger = logging.getLogger("pet_fairseq.export.ct2_worker")
+logger = logging.getLogger("pet_fairseq.evaluation.ct2_worker")
 
 _HERE = Path(__file__).resolve().parent
 #: CTranslate2's ``DataType`` ids in model.bin (``include/ctranslate2/types.h``): name, bytes per element
@@ -38,7 +39,7 @@ def _speed_module():
     loaded = sys.modules.get("pet_fairseq.evaluation.speed")
     if loaded is not None:
         return loaded
-    spec = importlib.util.spec_from_file_location("_pet_speed", _HERE.parent / "evaluation" / "speed.py")
+    spec = importlib.util.spec_from_file_location("_pet_speed", _HERE / "speed.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while building the class
     spec.loader.exec_module(module)
@@ -191,7 +192,7 @@ def run_job(job: dict) -> dict:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one job file; write ``{"status": "ok", ...}`` or ``{"status": "failed", "error": ...}``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--job", required=True, help="JSON job file written by pet_fairseq.export.ctranslate2")
+    parser.add_argument("--job", required=True, help="JSON job file written by pet_fairseq.evaluation.ct2_model")
     job = json.loads(Path(parser.parse_args(argv).job).read_text())
     logging.basicConfig(level=logging.INFO, format=f"[decode {job['label']}] %(message)s", stream=sys.stderr,
                         force=True)
