@@ -249,7 +249,7 @@ def test_ctranslate2_limits_are_export_errors(tmp_path, data_dir):
 
 
 @pytest.mark.parametrize("arch", ["pet_iwslt_de_en", "pet_deep_shallow_iwslt_de_en",
-                                  "pet_deep12_shallow_iwslt_de_en"])
+                                  "pet_deep_shallow2_iwslt_de_en", "pet_deep12_shallow_iwslt_de_en"])
 def test_ctranslate2_float32_gives_the_students_hypotheses(tmp_path, data_dir, arch):
     pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
     from pet_fairseq.evaluation.translators import CTranslate2Translator, FairseqTranslator, OutputLength

@@ -61,7 +61,7 @@ def beam_vs_full_forward(model, beam: int = 5):
 
 
 @pytest.mark.parametrize("arch", ["pet_iwslt_de_en", "pet_wmt_en_de", "pet_deep_shallow_iwslt_de_en",
-                                  "pet_deep12_shallow_iwslt_de_en"])
+                                  "pet_deep_shallow2_iwslt_de_en", "pet_deep12_shallow_iwslt_de_en"])
 def test_beam_search_equals_full_forward(arch):
     sizes = {**TINY, "decoder_embed_dim": 48, "decoder_ffn_embed_dim": 96} if arch == "pet_wmt_en_de" else TINY
     model = peaky(build(arch, **sizes))
@@ -173,6 +173,7 @@ def test_pet_plan_and_widths():
 @pytest.mark.parametrize("arch, encoder_plan, decoder_plan", [
     ("pet_iwslt_de_en", "0,1,0~,1~", "0,1,0~,1~"),
     ("pet_deep_shallow_iwslt_de_en", "0,1,0~,1~,0,1", "0"),
+    ("pet_deep_shallow2_iwslt_de_en", "0,1,0~,1~,0,1", "0,0~"),
     ("pet_deep12_shallow_iwslt_de_en", "0,1,2,0~,1~,2~,0,1,2,0~,1~,2~", "0"),
 ])
 def test_named_plans_keep_pet_widths_query_sharing_and_tied_embeddings(arch, encoder_plan, decoder_plan):
@@ -201,7 +202,7 @@ def pet_analytic_parameters(vocab: int, e: int = 320, ef: int = 640, d: int = 24
 
 @pytest.mark.parametrize("arch, encoder_unique, decoder_unique",
                          [("pet_iwslt_de_en", 2, 2), ("pet_deep_shallow_iwslt_de_en", 2, 1),
-                          ("pet_deep12_shallow_iwslt_de_en", 3, 1)])
+                          ("pet_deep_shallow2_iwslt_de_en", 2, 1), ("pet_deep12_shallow_iwslt_de_en", 3, 1)])
 def test_unique_parameters_equal_analytic_count(arch, encoder_unique, decoder_unique):
     d = toy_dictionary(1000)
     model = build(arch, task=toy_task(d))

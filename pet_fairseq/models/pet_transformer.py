@@ -343,6 +343,18 @@ def pet_deep12_shallow_iwslt_de_en(args) -> None:
     pet_deep_shallow_iwslt_de_en(args)
 
 
+@register_model_architecture("pet_transformer", "pet_deep_shallow2_iwslt_de_en")
+def pet_deep_shallow2_iwslt_de_en(args) -> None:
+    """:func:`pet_deep_shallow_iwslt_de_en` with its decoder layer applied twice (decoder ``0,0~``).
+
+    The same unique parameters as the 6+1 student; the second application swaps the layer's Q/K
+    projections as PET does, so the decoder gets two depths of computation for one layer's weights,
+    at the decode time of a two-layer decoder.
+    """
+    args.decoder_layer_plan = getattr(args, "decoder_layer_plan", "0,0~")
+    pet_deep_shallow_iwslt_de_en(args)
+
+
 @register_model_architecture("pet_transformer", "pet_wmt_en_de")
 def pet_wmt_en_de(args) -> None:
     """A WMT'14 en-de student with PET's sharing, sized against ``transformer_wmt_en_de``.
