@@ -25,11 +25,23 @@ SPEC = {
 SETUP = Setup(Path("/data"), Path("/t.pt"), "de", "en", Path("/plugin"))
 
 
-def test_the_shipped_study_spec_is_valid():
-    spec = load_spec(REPO / "configs" / "study" / "multi30k.json")
+SHIPPED_SPECS = sorted((REPO / "configs" / "study").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_SPECS, ids=lambda p: p.name)
+def test_every_shipped_study_spec_is_valid_and_uses_all_it_declares(path):
+    spec = load_spec(path)
     names = [v.name for v in spec.variants]
-    assert names[:2] == ["no-kd", "seqkd-wordkd"] and len(set(names)) == len(names)
+    assert len(set(names)) == len(names)
     assert {v.student for v in spec.variants} == set(spec.students)
+    assert {v.corpus for v in spec.variants if v.corpus} == set(spec.corpora)
+
+
+@pytest.mark.parametrize("name", ["multi30k.json", "iwslt14-full.json"])
+def test_the_quickstart_specs_hold_its_two_variants(name):
+    assert REPO / "configs" / "study" / name in SHIPPED_SPECS
+    names = {v.name for v in load_spec(REPO / "configs" / "study" / name).variants}
+    assert {"no-kd", "seqkd-wordkd-inter"} <= names  # scripts/quickstart.sh --only no-kd,seqkd-wordkd-inter
 
 
 def test_commands_follow_the_variant():
