@@ -158,10 +158,9 @@ class PETTransformerEncoder(TransformerEncoderBase):
         plus ``SOURCE_ROWS``; the input dictionary is not modified (nor may callers modify its
         tensors in place).
         """
-        batch = _batch_size(encoder_out)
-        rows = encoder_out.get(SOURCE_ROWS) or [torch.arange(batch, device=new_order.device)]
+        rows = encoder_out.get(SOURCE_ROWS) or [torch.arange(_batch_size(encoder_out), device=new_order.device)]
         new_rows = rows[0].index_select(0, new_order)
-        if new_rows.shape == rows[0].shape and bool(torch.equal(new_rows, rows[0])):
+        if torch.equal(new_rows, rows[0]):  # False for a different size too
             return {**encoder_out, SOURCE_ROWS: [new_rows]}
         reordered = super().reorder_encoder_out({**encoder_out, "encoder_states": list(encoder_out["encoder_states"])},
                                                 new_order)
