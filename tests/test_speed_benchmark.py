@@ -29,6 +29,8 @@ def corpus(tmp_path_factory) -> tuple[Path, Path]:
     lines = [" ".join(f"w{int(i)}" for i in torch.randint(0, 200, (int(n),), generator=g))
              for n in torch.randint(3, 10, (20,), generator=g)]
     (folder / "source.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "bitext.de").write_text("\n".join(lines[:10]) + "\n", encoding="utf-8")  # the shortlist's bitext
+    (folder / "bitext.en").write_text("\n".join(lines[10:]) + "\n", encoding="utf-8")
     return folder / "dict.txt", folder / "source.txt"
 
 
@@ -37,7 +39,8 @@ def bench_args(corpus, *extra: str):
     args = parser.parse_args(["--archs", "pet_iwslt_de_en", "--dictionary", str(corpus[0]), "--source-text",
                               str(corpus[1]), "--sentences", "12", "--batch-size", "4", "--latency-sentences", "2",
                               "--beams", "2,1", "--output-length", "6", "--repeats", "1", "--threads", "1",
-                              "--profile-sentences", "4", *extra])
+                              "--profile-sentences", "4", "--shortlist-bitext", str(corpus[0].parent / "bitext"),
+                              "--shortlist-per-token", "3", *extra])
     sb.validate_args(parser, args)
     return args
 
@@ -54,7 +57,9 @@ def report(corpus):
 
 def test_every_model_and_engine_generates_the_forced_length_in_every_mode(report):
     assert [(row["label"], row["engine"]) for row in report["models"]] == [
-        ("pet", "fairseq"), ("deep-shallow", "fairseq"), ("pet", "ctranslate2"), ("deep-shallow", "ctranslate2")]
+        ("pet", "fairseq"), ("deep-shallow", "fairseq"), ("pet", "ctranslate2"), ("deep-shallow", "ctranslate2"),
+        ("pet", "ctranslate2-shortlist"), ("deep-shallow", "ctranslate2-shortlist")]
+    assert report["settings"]["shortlist_per_token"] == 3
     names = [mode["name"] for mode in report["modes"]]
     assert names == ["batch 4, beam 2", "batch 4, greedy", "batch 1, beam 2", "batch 1, greedy"]
     for row in report["models"]:
@@ -81,6 +86,8 @@ def test_report_counts_parameters_and_profiles_the_fairseq_models(report):
     pet, deep = report["models"][:2]
     assert deep["unique_parameters"] < pet["unique_parameters"]  # one decoder layer fewer to store
     assert report["models"][2]["stored_parameters"] > 0 and report["models"][2]["disk_bytes"] > 0
+    # both CTranslate2 engines decode the same model directory (the shortlist is stored, used by one)
+    assert report["models"][4]["disk_bytes"] == report["models"][2]["disk_bytes"]
     assert [row["label"] for row in report["profile"]] == ["pet", "deep-shallow"]
     for row in report["profile"]:
         assert set(row["share"]) == set(CATEGORIES)
@@ -90,13 +97,14 @@ def test_report_counts_parameters_and_profiles_the_fairseq_models(report):
 
 def test_tables_have_one_row_per_model_and_engine_and_two_columns_per_mode(report):
     lines = sb.speed_table(report).splitlines()
-    assert len(lines) == 2 + 4
+    assert len(lines) == 2 + 6
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header[:3] == ["model", "engine", "params"] and len(header) == 3 + 2 * 4
     assert header[3] == "batch 4, beam 2: tok/s" and header[9] == "batch 1, greedy: ms/sent"
     first = [c.strip() for c in lines[2].strip("|").split("|")]
     assert first[1] == "fairseq" and first[4] == first[6] == first[8] == first[10] == "1.00"
     assert [c.strip() for c in lines[4].strip("|").split("|")][1] == "CTranslate2 int8"
+    assert [c.strip() for c in lines[6].strip("|").split("|")][1] == "CTranslate2 int8 + shortlist"
     profile = sb.profile_table(report["profile"]).splitlines()
     assert len(profile) == 2 + 2 and profile[0].count("|") == 2 + len(CATEGORIES) + 1
     json.dumps(report)  # the JSON report is plain data
@@ -167,6 +175,8 @@ def test_bad_arguments_are_clear_errors(corpus, capsys):
         (["--archs", "pet_iwslt_de_en", "--beams", "5,x"], "--beams '5,x'"),
         (["--archs", "pet_iwslt_de_en", "--dictionary", "/nonexistent/dict.txt"], "does not exist"),
         (["--archs", "pet_iwslt_de_en", "--output-length", "1"], "must be >= 2"),
+        (["--archs", "pet_iwslt_de_en", "--shortlist-bitext", "/nonexistent/train"],
+         "/nonexistent/train.de, /nonexistent/train.en not found; pass --shortlist-bitext PREFIX"),
     ]:
         with pytest.raises(SystemExit):
             sb.main(argv)

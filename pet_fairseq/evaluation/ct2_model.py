@@ -29,6 +29,8 @@ logger = logging.getLogger("pet_fairseq.evaluation.ct2_model")
 
 #: written next to model.bin: where the model came from and its language pair
 EXPORT_INFO = "pet_export.json"
+#: the vocabulary-mapping file CTranslate2's converter stores in a model directory
+VMAP = "vmap.txt"
 
 
 def require_ctranslate2():
@@ -44,6 +46,15 @@ def require_ctranslate2():
 def is_model_dir(path: "str | os.PathLike") -> bool:
     """Whether ``path`` is a CTranslate2 model directory (a folder holding ``model.bin``)."""
     return Path(path).is_dir() and (Path(path) / "model.bin").is_file()
+
+
+def has_shortlist(model_dir: "str | os.PathLike") -> bool:
+    """Whether the model stores a vocabulary shortlist (``vmap.txt``, CTranslate2's ``use_vmap``).
+
+    A model exported with a shortlist is decoded with it by every tool of this package: the
+    shortlist is part of the deployed model, and its BLEU is the one to report.
+    """
+    return (Path(model_dir) / VMAP).is_file()
 
 
 def export_info(model_dir: "str | os.PathLike") -> Dict[str, Any]:
@@ -129,9 +140,11 @@ def evaluate_model(args: argparse.Namespace, label: str, model_dir: str, workdir
     sources, references = read_subset(args.data_bin, args.subset, *langs)
     stem = file_stem(label)
     job = make_job(args, label, model_dir.resolve(), langs, workdir)
-    job.update(source_path=str(workdir / f"{stem}.source.txt"), hyp_path=str(workdir / f"{stem}.hyp.raw.txt"))
+    job.update(source_path=str(workdir / f"{stem}.source.txt"), hyp_path=str(workdir / f"{stem}.hyp.raw.txt"),
+               use_vmap=has_shortlist(model_dir))
     Path(job["source_path"]).write_text("".join(" ".join(s) + "\n" for s in sources), encoding="utf-8")
-    logger.info("%s: decoding %s (%s-%s) with CTranslate2 in a subprocess", label, args.subset, *langs)
+    logger.info("%s: decoding %s (%s-%s) with CTranslate2 in a subprocess%s", label, args.subset, *langs,
+                ", with the model's vocabulary shortlist" if job["use_vmap"] else "")
     command = [sys.executable, "-P", str(Path(ct2_worker.__file__).resolve()), "--job"]
     result = run_decoder(job, workdir / f"{stem}.job.json", command=command)
     unbpe = build_bpe_decoder(args.bpe, args.bpe_codes, args.sentencepiece_model)
@@ -140,4 +153,4 @@ def evaluate_model(args: argparse.Namespace, label: str, model_dir: str, workdir
     size = ct2_worker.directory_bytes(model_dir)
     memory = {"checkpoint_bytes": size, "inference_checkpoint_bytes": size, **result["memory"]}
     return {"memory": memory, "speed": result["speed"], "sentences": result["sentences"], "files": files,
-            "bleu": score(files), "backend": "ctranslate2"}
+            "bleu": score(files), "backend": "ctranslate2+shortlist" if job["use_vmap"] else "ctranslate2"}

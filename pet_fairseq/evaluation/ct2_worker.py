@@ -129,13 +129,17 @@ def max_decoding_length(batch_lengths: Sequence[int], max_len_a: float, max_len_
 
 
 def translate(translator, sources: List[List[str]], batches: List[List[int]], beam: int, max_len_a: float,
-              max_len_b: int) -> Dict[int, Tuple[List[str], float]]:
-    """Beam search over ``batches``; returns ``{index: (tokens, score)}`` (score: length-normalized log-prob)."""
+              max_len_b: int, use_vmap: bool = False) -> Dict[int, Tuple[List[str], float]]:
+    """Beam search over ``batches``; returns ``{index: (tokens, score)}`` (score: length-normalized log-prob).
+
+    ``use_vmap``: restrict each batch's output vocabulary to the model's stored shortlist (``vmap.txt``).
+    """
     out = {}
     for batch in batches:
         results = translator.translate_batch(
             [sources[i] for i in batch], beam_size=beam, num_hypotheses=1, return_scores=True, max_input_length=0,
             max_decoding_length=max_decoding_length([len(sources[i]) for i in batch], max_len_a, max_len_b),
+            use_vmap=use_vmap,
         )
         for index, result in zip(batch, results):
             out[index] = (result.hypotheses[0], float(result.scores[0]))
@@ -161,7 +165,8 @@ def run_job(job: dict) -> dict:
     lengths = [len(s) for s in sources]
     beam, a, b = job["beam"], job["max_len_a"], job["max_len_b"]
     batches = make_batches(lengths, job["batch_size"], job["max_tokens"])
-    hyps = translate(translator, sources, batches, beam, a, b)
+    use_vmap = bool(job.get("use_vmap"))
+    hyps = translate(translator, sources, batches, beam, a, b, use_vmap)
     Path(job["hyp_path"]).write_text("".join(" ".join(hyps[i][0]) + "\n" for i in range(len(sources))),
                                      encoding="utf-8")
     limit = job.get("max_sentences")
@@ -169,7 +174,7 @@ def run_job(job: dict) -> dict:
     timed_batches = make_batches([lengths[i] for i in timed], job["batch_size"], job["max_tokens"])
 
     def decode_pass(subset=timed_batches) -> Tuple[int, int]:
-        result = translate(translator, sources, subset, beam, a, b)
+        result = translate(translator, sources, subset, beam, a, b, use_vmap)
         return len(result), sum(len(tokens) + 1 for tokens, _ in result.values())  # + EOS, as fairseq counts
 
     logger.info("timing %d sentences: %d warm-up batch, %d repeats", len(timed), job["warmup"], job["repeats"])
@@ -178,6 +183,7 @@ def run_job(job: dict) -> dict:
     return {
         "sentences": len(sources),
         "threads": job["threads"],
+        "vocab_shortlist": use_vmap,
         "memory": {
             "unique_parameters": count_parameters(Path(job["checkpoint"])),
             "registered_parameters": None,

@@ -14,7 +14,9 @@ which :func:`~pet_fairseq.evaluation.translators.decode_pass` checks.
 
 Each model is also converted by the project's export in a subprocess (``python -m
 pet_fairseq.export ctranslate2``, ``--quantization int8`` by default), then decoded with CTranslate2
-in this process.
+in this process: over the whole vocabulary (engine ``ctranslate2``) and with a lexical vocabulary
+shortlist (engine ``ctranslate2-shortlist``; ``python -m pet_fairseq.export shortlist`` counted on
+``--shortlist-bitext``, by default the IWSLT'14 valid set, disjoint from the timed test sentences).
 Modes: batch ``--batch-size`` throughput (target tokens/s) and batch-1 latency (ms per sentence),
 each with every beam of ``--beams`` (default 5 and greedy). In each mode all models and engines are
 timed on the same batches, interleaved (:func:`~pet_fairseq.evaluation.speed.measure_side_by_side`),
@@ -56,8 +58,9 @@ logger = logging.getLogger("pet_fairseq.evaluation.speed_benchmark")
 
 SHARED_DATA = Path(os.environ.get("PET_SHARED_DATA", PACKAGE_ROOT.parent / "shared" / "data"))
 DEFAULT_BPE_DIR = SHARED_DATA / "iwslt14-de-en" / "bpe10k"
-ENGINES = ("fairseq", "ctranslate2")
-ENGINE_NAMES = {"fairseq": "fairseq", "ctranslate2": "CTranslate2"}
+ENGINES = ("fairseq", "ctranslate2", "ctranslate2-shortlist")
+ENGINE_NAMES = {"fairseq": "fairseq", "ctranslate2": "CTranslate2", "ctranslate2-shortlist": "CTranslate2"}
+CT2_ENGINES = ENGINES[1:]
 #: lines of the converter's stderr quoted when it fails
 EXPORT_ERROR_LINES = 5
 
@@ -123,7 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beams", default="5,1", help="beam sizes, 1 = greedy (default: 5,1)")
     p.add_argument("--output-length", type=int, default=31,
                    help="tokens generated per sentence, EOS included, for every model (default: 31 = 30 + EOS)")
-    p.add_argument("--engines", default="fairseq,ctranslate2", help="fairseq and/or ctranslate2 (default: both)")
+    p.add_argument("--engines", default=",".join(ENGINES),
+                   help="any of fairseq, ctranslate2, ctranslate2-shortlist (default: all three)")
+    p.add_argument("--shortlist-bitext", type=Path,
+                   help="prefix of the BPE'd bitext counted for the shortlist, PREFIX.{source,target} lang "
+                   "(default: BPE_DIR/valid)")
+    p.add_argument("--shortlist-per-token", type=int,
+                   help="shortlist candidates per source token (default: the export's, 10)")
     p.add_argument("--quantization", default="int8", help="CTranslate2 weight type at conversion (default: int8)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes per mode; median reported (default: 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes over the first batch first (default: 1)")
@@ -180,6 +189,8 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--engines {args.engines!r}: choose from {', '.join(ENGINES)}")
     if min(args.sentences, args.batch_size, args.repeats, args.threads) < 1 or args.warmup < 0:
         parser.error("--sentences, --batch-size, --repeats and --threads must be >= 1, --warmup >= 0")
+    if args.shortlist_per_token is not None and args.shortlist_per_token < 1:
+        parser.error(f"--shortlist-per-token {args.shortlist_per_token}: must be >= 1")
     if min(args.latency_sentences, args.profile_sentences) < 0:
         parser.error("--latency-sentences and --profile-sentences must be >= 0")
     if args.output_length < 2:
@@ -188,6 +199,21 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--dictionary {args.dictionary} does not exist")
     if args.source_text is not None and not args.source_text.is_file():
         parser.error(f"--source-text {args.source_text} does not exist")
+    if args.shortlist_bitext is not None and "ctranslate2-shortlist" in args.engine_list:
+        try:
+            shortlist_files(args.shortlist_bitext, args)
+        except EvaluationError as exc:
+            parser.error(str(exc))
+
+
+def shortlist_files(prefix: Path, args: argparse.Namespace) -> tuple[Path, Path]:
+    """The source and target files of a bitext ``prefix`` (``PREFIX.de``, ``PREFIX.en``); an error if one is missing."""
+    files = tuple(Path(f"{prefix}.{lang}") for lang in (args.source_lang, args.target_lang))
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise EvaluationError(f"--shortlist-bitext: {', '.join(missing)} not found; pass --shortlist-bitext PREFIX "
+                              "(the BPE'd PREFIX.{source,target} lang) or leave ctranslate2-shortlist out of --engines")
+    return files
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,6 +316,7 @@ def build_models(args: argparse.Namespace, specs: Sequence[ModelSpec], dictionar
     langs = (args.source_lang, args.target_lang)
     for lang in langs:
         dictionary.save(str(data_bin / f"dict.{lang}.txt"))
+    vmap = write_shortlist(args, data_bin, workdir) if "ctranslate2-shortlist" in args.engine_list else None
     built = []
     for spec in specs:
         model, task, cfg = build_random_model(spec, data_bin, langs, args.seed)
@@ -297,32 +324,54 @@ def build_models(args: argparse.Namespace, specs: Sequence[ModelSpec], dictionar
         logger.info("%s: %s, %s unique parameters", spec.label, type(model).__name__, f"{entry.unique_parameters:,}")
         if "fairseq" in args.engine_list:
             entry.translators["fairseq"] = FairseqTranslator(spec.label, model, task)
-        if "ctranslate2" in args.engine_list:
-            ct2_dir = export_ctranslate2(model, cfg, spec, workdir, data_bin, langs, args.quantization, args.threads)
-            entry.translators["ctranslate2"] = CTranslate2Translator(
-                spec.label, str(ct2_dir), task.source_dictionary, task.target_dictionary, args.threads)
-            entry.stored_parameters["ctranslate2"], entry.disk_bytes["ctranslate2"] = ctranslate2_size(ct2_dir)
+        engines = [engine for engine in CT2_ENGINES if engine in args.engine_list]
+        if engines:
+            ct2_dir = export_ctranslate2(model, cfg, spec, workdir, data_bin, langs, args.quantization, args.threads,
+                                         vmap)
+            for engine in engines:
+                entry.translators[engine] = CTranslate2Translator(
+                    spec.label, str(ct2_dir), task.source_dictionary, task.target_dictionary, args.threads,
+                    use_vmap=engine == "ctranslate2-shortlist")
+                entry.stored_parameters[engine], entry.disk_bytes[engine] = ctranslate2_size(ct2_dir)
         built.append(entry)
     return built
 
 
-def export_ctranslate2(model: torch.nn.Module, cfg: Any, spec: ModelSpec, workdir: Path, data_bin: Path,
-                       langs: tuple[str, str], quantization: str, threads: int) -> Path:
-    """Save ``model`` as a checkpoint and convert it with ``python -m pet_fairseq.export ctranslate2``.
+def run_export(label: str, arguments: Sequence[str], threads: int) -> None:
+    """``python -m pet_fairseq.export ARGUMENTS`` as a subprocess, as a user would run it.
 
-    The converter runs as a subprocess (``threads`` threads), as a user would run it; its log is
-    copied to stderr, and a failure raises :class:`EvaluationError` with its last lines.
+    Its log is copied to stderr; a failure raises :class:`EvaluationError` with its last lines.
     """
-    checkpoint = save_checkpoint(model, cfg, workdir / f"{spec.label}.pt")
-    out_dir = workdir / f"{spec.label}.ct2-{quantization}"
-    command = [sys.executable, "-m", "pet_fairseq.export", "ctranslate2", str(checkpoint), str(out_dir),
-               "--quantization", quantization, "--data-bin", str(data_bin), "--source-lang", langs[0],
-               "--target-lang", langs[1], "--force"]
+    command = [sys.executable, "-m", "pet_fairseq.export", *arguments]
     returncode, tail = run_streaming(command, threads)
     if returncode != 0:
         last = "\n".join(tail[-EXPORT_ERROR_LINES:]) or "no output"
-        raise EvaluationError(f"{spec.label}: python -m pet_fairseq.export ctranslate2 exited with code "
+        raise EvaluationError(f"{label}: python -m pet_fairseq.export {arguments[0]} exited with code "
                               f"{returncode}:\n{last}")
+
+
+def write_shortlist(args: argparse.Namespace, data_bin: Path, workdir: Path) -> Path:
+    """The vocabulary shortlist of ``--shortlist-bitext`` (``python -m pet_fairseq.export shortlist``)."""
+    source, target = shortlist_files(args.shortlist_bitext or args.bpe_dir / "valid", args)
+    vmap = workdir / "shortlist.vmap"
+    per_token = ["--per-token", str(args.shortlist_per_token)] if args.shortlist_per_token else []
+    run_export("shortlist", ["shortlist", str(vmap), "--data-bin", str(data_bin), "--source-lang", args.source_lang,
+                             "--target-lang", args.target_lang, "--source-text", str(source), "--target-text",
+                             str(target), "--force", *per_token], args.threads)
+    return vmap
+
+
+def export_ctranslate2(model: torch.nn.Module, cfg: Any, spec: ModelSpec, workdir: Path, data_bin: Path,
+                       langs: tuple[str, str], quantization: str, threads: int, vmap: Path | None = None) -> Path:
+    """Save ``model`` as a checkpoint and convert it with ``python -m pet_fairseq.export ctranslate2``.
+
+    ``vmap``: a shortlist stored in the model (decoded with it only by ``ctranslate2-shortlist``).
+    """
+    checkpoint = save_checkpoint(model, cfg, workdir / f"{spec.label}.pt")
+    out_dir = workdir / f"{spec.label}.ct2-{quantization}"
+    arguments = ["ctranslate2", str(checkpoint), str(out_dir), "--quantization", quantization, "--data-bin",
+                 str(data_bin), "--source-lang", langs[0], "--target-lang", langs[1], "--force"]
+    run_export(spec.label, arguments + (["--vocab-shortlist", str(vmap)] if vmap else []), threads)
     return out_dir
 
 
@@ -410,7 +459,7 @@ def run(args: argparse.Namespace, specs: Sequence[ModelSpec] | None = None) -> d
         models = build_models(args, specs, dictionary, workdir)
         pairs = [(engine, entry) for engine in args.engine_list for entry in models]
         rows = [{"label": entry.spec.label, "arch": entry.spec.arch, "options": list(entry.spec.options),
-                 "engine": engine, "quantization": args.quantization if engine == "ctranslate2" else None,
+                 "engine": engine, "quantization": args.quantization if engine in CT2_ENGINES else None,
                  "unique_parameters": entry.unique_parameters,
                  "stored_parameters": entry.stored_parameters.get(engine, entry.unique_parameters),
                  "disk_bytes": entry.disk_bytes.get(engine), "modes": {}} for engine, entry in pairs]
@@ -442,6 +491,9 @@ def settings(args: argparse.Namespace, dictionary: Any, source_path: Path) -> di
     return {"archs": args.arch_list, "dictionary": str(args.dictionary or f"counted from {args.bpe_dir}"),
             "dictionary_size": len(dictionary), "source_text": str(source_path), "output_length": args.output_length,
             "engines": args.engine_list, "quantization": args.quantization, "repeats": args.repeats,
+            "shortlist_bitext": str(args.shortlist_bitext or args.bpe_dir / "valid")
+            if "ctranslate2-shortlist" in args.engine_list else None,
+            "shortlist_per_token": args.shortlist_per_token or "the export's default",
             "warmup": args.warmup, "threads": args.threads, "seed": args.seed}
 
 
@@ -468,8 +520,9 @@ def speed_table(report: dict) -> str:
 
 
 def engine_label(row: dict) -> str:
-    """``fairseq`` or ``CTranslate2 int8`` (with the weight type)."""
-    return f"{ENGINE_NAMES[row['engine']]} {row['quantization'] or ''}".strip()
+    """``fairseq``, ``CTranslate2 int8`` (with the weight type) or ``CTranslate2 int8 + shortlist``."""
+    label = f"{ENGINE_NAMES[row['engine']]} {row['quantization'] or ''}".strip()
+    return label + " + shortlist" if row["engine"] == "ctranslate2-shortlist" else label
 
 
 def profile_table(rows: Sequence[dict]) -> str:

@@ -117,17 +117,21 @@ class FairseqTranslator:
 
 
 class CTranslate2Translator:
-    """A CTranslate2 model directory decoded in this process (CPU), with the model's vocabularies."""
+    """A CTranslate2 model directory decoded in this process (CPU), with the model's vocabularies.
 
-    engine = "ctranslate2"
+    ``use_vmap``: restrict each batch's output vocabulary to the shortlist stored in the model
+    (engine ``ctranslate2-shortlist``).
+    """
 
     def __init__(self, label: str, model_dir: str, source_dictionary: Any, target_dictionary: Any, threads: int,
-                 compute_type: str = "default") -> None:
+                 compute_type: str = "default", use_vmap: bool = False) -> None:
         try:
             import ctranslate2
         except ImportError as exc:
             raise EvaluationError("the ctranslate2 package is not installed: pip install -e '.[ctranslate2]'") from exc
         self.label = label
+        self.engine = "ctranslate2-shortlist" if use_vmap else "ctranslate2"
+        self.use_vmap = use_vmap
         self.model_dir = str(model_dir)
         self.translator = ctranslate2.Translator(self.model_dir, device="cpu", compute_type=compute_type,
                                                  inter_threads=1, intra_threads=threads)
@@ -143,7 +147,7 @@ class CTranslate2Translator:
         longest = max(len(tokens) for tokens in prepared) + 1  # + EOS, as fairseq counts the source
         results = self.translator.translate_batch(
             prepared, beam_size=beam, num_hypotheses=1, max_input_length=0,
-            min_decoding_length=length.min_len, max_decoding_length=length.max_tokens(longest),
+            min_decoding_length=length.min_len, max_decoding_length=length.max_tokens(longest), use_vmap=self.use_vmap,
         )
         return [[self.target_index.get(token, self.target_unk) for token in result.hypotheses[0]]
                 for result in results]

@@ -4,8 +4,10 @@
   checkpoint (reused layers materialised per depth), loadable without ``--user-dir``
 * :mod:`~pet_fairseq.export.ctranslate2` -- unroll, then convert with CTranslate2's fairseq
   converter
+* :mod:`~pet_fairseq.export.shortlist` -- lexical vocabulary shortlists counted from a bitext,
+  stored in a CTranslate2 model (``use_vmap``) to decode over a per-batch subset of the vocabulary
 * :mod:`~pet_fairseq.export.__main__` -- command line: ``python -m pet_fairseq.export
-  {unroll,ctranslate2,translate} ...``; ``translate`` decodes binarized subsets or text files with a
+  {shortlist,unroll,ctranslate2,translate} ...``; ``translate`` decodes binarized subsets or text files with a
   converted model
 
 Export builds on the evaluation tool (checkpoint reading, data-bin checks, BLEU, and the

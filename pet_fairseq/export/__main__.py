@@ -1,14 +1,18 @@
 """Export a trained student for deployment.
 
     python -m pet_fairseq.export unroll STUDENT.pt OUT.pt
+    python -m pet_fairseq.export shortlist OUT.vmap --data-bin DIR [--subset train]
     python -m pet_fairseq.export ctranslate2 STUDENT.pt OUTDIR --quantization int8 [--data-bin DIR]
+                                             [--vocab-shortlist OUT.vmap]
     python -m pet_fairseq.export translate OUTDIR --data-bin DIR [--subset test] [--bpe ...]
     python -m pet_fairseq.export translate OUTDIR --input test.bpe.de [--output hyps.txt]
 
 ``unroll`` writes a standard fairseq ``transformer`` checkpoint (no ``--user-dir`` needed) that
 computes the same function as the student; ``ctranslate2`` unrolls, then converts with
-CTranslate2's fairseq converter; ``translate`` decodes a binarized subset (and reports BLEU) or a
-text file with a CTranslate2 model (beam 5 by default).
+CTranslate2's fairseq converter; ``shortlist`` counts a bitext into a lexical vocabulary shortlist
+that ``ctranslate2 --vocab-shortlist`` stores in the model; ``translate`` decodes a binarized subset
+(and reports BLEU) or a text file with a CTranslate2 model (beam 5 by default; with the model's
+shortlist when it has one).
 """
 
 import argparse
@@ -17,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from pet_fairseq.export.shortlist import DEFAULT_FREQUENT, DEFAULT_PER_TOKEN
 from pet_fairseq.export.unroll import ExportError, export_errors
 
 
@@ -32,6 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     unroll.add_argument("--no-check", action="store_true",
                         help="skip comparing both models on a random batch before writing")
 
+    sl = sub.add_parser("shortlist", help="write a lexical vocabulary shortlist (CTranslate2 vmap) from a bitext")
+    sl.add_argument("out", type=Path, help="vocabulary-mapping file to write")
+    sl.add_argument("--data-bin", type=Path, required=True,
+                    help="the model's data-bin: dict.{src,tgt}.txt, and the binarized --subset counted by default")
+    sl.add_argument("--subset", default="train", help="binarized subset to count (default: train)")
+    sl.add_argument("--source-text", type=Path, help="count this BPE'd source text instead of --subset")
+    sl.add_argument("--target-text", type=Path, help="the target side of --source-text")
+    sl.add_argument("--source-lang", required=True)
+    sl.add_argument("--target-lang", required=True)
+    sl.add_argument("--frequent", type=int, default=DEFAULT_FREQUENT,
+                    help="most frequent target tokens always allowed (default: %(default)s)")
+    sl.add_argument("--per-token", type=int, default=DEFAULT_PER_TOKEN,
+                    help="target tokens allowed per source token, by Dice association (default: %(default)s)")
+    sl.add_argument("--force", action="store_true", help="overwrite OUT")
+
     ct2 = sub.add_parser("ctranslate2", help="unroll, then convert to a CTranslate2 model directory")
     ct2.add_argument("student", type=Path, help="checkpoint of a PET student (or a fairseq transformer)")
     ct2.add_argument("out_dir", type=Path, help="CTranslate2 model directory to create")
@@ -43,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     ct2.add_argument("--force", action="store_true", help="overwrite a non-empty OUT_DIR")
     ct2.add_argument("--keep-unrolled", type=Path, metavar="PT", help="also write the unrolled fairseq checkpoint")
     ct2.add_argument("--no-check", action="store_true", help="skip the unrolled-vs-student check")
+    ct2.add_argument("--vocab-shortlist", type=Path, metavar="VMAP",
+                     help="store this vocabulary shortlist (python -m pet_fairseq.export shortlist) in the model")
 
     tr = sub.add_parser("translate", help="decode with a CTranslate2 model directory")
     tr.add_argument("model_dir", type=Path, help="CTranslate2 model directory (holding model.bin)")
@@ -59,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-len-b", type=int, default=200, help="see --max-len-a (default: 200)")
     tr.add_argument("--threads", type=int, default=1, help="CTranslate2 intra-op threads (default: 1)")
     tr.add_argument("--compute-type", default="default", help="CTranslate2 compute type (default: as converted)")
+    tr.add_argument("--no-shortlist", action="store_true",
+                    help="decode over the whole target vocabulary even if the model stores a shortlist")
     tr.add_argument("--bpe", choices=("subword_nmt", "sentencepiece"), help="BPE to remove from the output")
     tr.add_argument("--bpe-codes", help="subword-nmt codes file (with --bpe subword_nmt)")
     tr.add_argument("--sentencepiece-model", help="sentencepiece model (with --bpe sentencepiece)")
@@ -77,8 +101,8 @@ def translate_command(args: argparse.Namespace) -> int:
     """The ``translate`` subcommand: hypotheses to --output/stdout, BLEU to stderr for a subset."""
     from pet_fairseq.evaluation import bleu, ct2_worker
     from pet_fairseq.evaluation.checks import resolve_languages
-    from pet_fairseq.evaluation.ct2_model import (check_vocabularies, export_info, is_model_dir, read_subset,
-                                                  require_ctranslate2)
+    from pet_fairseq.evaluation.ct2_model import (check_vocabularies, export_info, has_shortlist, is_model_dir,
+                                                  read_subset, require_ctranslate2)
     from pet_fairseq.evaluation.postprocess import build_bpe_decoder, build_detokenizer
 
     with export_errors():
@@ -97,7 +121,9 @@ def translate_command(args: argparse.Namespace) -> int:
         sources = [line.split() for line in args.input.read_text(encoding="utf-8").splitlines()]
     translator = ct2_worker.load_translator(str(args.model_dir), args.threads, compute_type=args.compute_type)
     batches = ct2_worker.make_batches([len(s) for s in sources], args.batch_size, None)
-    results = ct2_worker.translate(translator, sources, batches, args.beam, args.max_len_a, args.max_len_b)
+    use_vmap = has_shortlist(args.model_dir) and not args.no_shortlist
+    results = ct2_worker.translate(translator, sources, batches, args.beam, args.max_len_a, args.max_len_b,
+                                   use_vmap=use_vmap)
     unbpe = build_bpe_decoder(args.bpe, args.bpe_codes, args.sentencepiece_model)
     detok = build_detokenizer(args.tokenizer, tgt)
     hyps = [unbpe(" ".join(results[i][0])) for i in range(len(sources))]
@@ -110,7 +136,8 @@ def translate_command(args: argparse.Namespace) -> int:
         refs = [unbpe(r) for r in references]
         detok_score = bleu.detok_bleu(lines, [detok(r) for r in refs])
         tok_score = bleu.tok_bleu(hyps, refs)
-        print(f"{args.subset}: {len(sources)} sentences", file=sys.stderr)
+        shortlist = "with the model's vocabulary shortlist" if use_vmap else "over the whole vocabulary"
+        print(f"{args.subset}: {len(sources)} sentences, {shortlist}", file=sys.stderr)
         print(f"{bleu.DETOK_LABEL} = {detok_score.score:.2f}  ({detok_score.signature})", file=sys.stderr)
         print(f"{bleu.TOK_LABEL} = {tok_score.score:.2f}  ({tok_score.signature})", file=sys.stderr)
     return 0
@@ -120,7 +147,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[export] %(message)s", stream=sys.stderr, force=True)
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "unroll":
+        if args.command == "shortlist":
+            from pet_fairseq.export.shortlist import write_shortlist
+
+            write_shortlist(args.out, args.data_bin, args.source_lang, args.target_lang, subset=args.subset,
+                            source_text=args.source_text, target_text=args.target_text, frequent=args.frequent,
+                            per_token=args.per_token, force=args.force)
+        elif args.command == "unroll":
             from pet_fairseq.export.unroll import unroll_checkpoint
 
             unroll_checkpoint(args.student, args.out, check=not args.no_check)
@@ -129,7 +162,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             convert(args.student, args.out_dir, quantization=args.quantization, data_bin=args.data_bin,
                     source_lang=args.source_lang, target_lang=args.target_lang, force=args.force,
-                    check=not args.no_check, keep_unrolled=args.keep_unrolled)
+                    check=not args.no_check, keep_unrolled=args.keep_unrolled,
+                    vocab_shortlist=args.vocab_shortlist)
         else:
             return translate_command(args)
     except ExportError as exc:

@@ -44,16 +44,22 @@ def _converter_input(unrolled: Dict[str, Any], path: Path) -> None:
 def convert(student: "str | os.PathLike", out_dir: "str | os.PathLike", quantization: Optional[str] = None,
             data_bin: "str | os.PathLike | None" = None, source_lang: Optional[str] = None,
             target_lang: Optional[str] = None, force: bool = False, check: bool = True,
-            keep_unrolled: "str | os.PathLike | None" = None) -> Path:
+            keep_unrolled: "str | os.PathLike | None" = None,
+            vocab_shortlist: "str | os.PathLike | None" = None) -> Path:
     """Unroll ``student`` and convert it to a CTranslate2 model in ``out_dir``; returns ``out_dir``.
 
     ``data_bin`` holds the ``dict.{lang}.txt`` dictionaries (default: the model's training data-bin).
+    ``vocab_shortlist``: a vocabulary-mapping file (:mod:`pet_fairseq.export.shortlist`) stored in the
+    model as ``vmap.txt``; decoding uses it when asked to (``use_vmap``).
     """
     with export_errors():
         ctranslate2 = require_ctranslate2()
     from ctranslate2.converters import FairseqConverter
 
     student, out_dir = Path(student), Path(out_dir)
+    if vocab_shortlist is not None and not Path(vocab_shortlist).is_file():
+        raise ExportError(f"the vocabulary shortlist {vocab_shortlist} does not exist; write one with "
+                          "python -m pet_fairseq.export shortlist")
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise ExportError(f"{out_dir} exists and is not empty; pass --force to overwrite it")
     state = read_student(student)
@@ -79,14 +85,16 @@ def convert(student: "str | os.PathLike", out_dir: "str | os.PathLike", quantiza
             torch.save(unrolled, keep_unrolled)
         converter = FairseqConverter(str(model_path), str(data_bin.resolve()), source_lang=src, target_lang=tgt)
         try:
-            converter.convert(str(out_dir), quantization=quantization, force=force)
+            converter.convert(str(out_dir), vmap=str(vocab_shortlist) if vocab_shortlist else None,
+                              quantization=quantization, force=force)
         except (ValueError, NotImplementedError) as exc:  # the converter's "not supported" messages
             raise ExportError(f"CTranslate2 cannot convert {student}: {' '.join(str(exc).split())}") from exc
     info = {"source": str(student.resolve()), "source_arch": summary.source_arch, "source_lang": src,
             "target_lang": tgt, "data_bin": str(data_bin.resolve()), "quantization": quantization or "float32",
             "ctranslate2_version": ctranslate2.__version__, "encoder_plan": summary.encoder_plan,
             "decoder_plan": summary.decoder_plan, "student_unique_parameters": summary.unique_parameters,
-            "unrolled_parameters": summary.unrolled_parameters}
+            "unrolled_parameters": summary.unrolled_parameters,
+            "vocab_shortlist": str(Path(vocab_shortlist).resolve()) if vocab_shortlist else None}
     (out_dir / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     logger.info("%s", summary.describe())
     logger.info("wrote CTranslate2 model (%s) to %s (%.2f MB)", info["quantization"], out_dir,

@@ -3,7 +3,8 @@
 The model directory is the one ``python -m pet_fairseq.export ctranslate2`` writes; loading,
 batching (sorted by length, as fairseq batches) and beam search are
 :mod:`pet_fairseq.evaluation.ct2_worker`'s, with the checks of :mod:`pet_fairseq.evaluation.ct2_model`
-(the model's vocabularies must be the data-bin's dictionaries).
+(the model's vocabularies must be the data-bin's dictionaries). A model that stores a vocabulary
+shortlist is decoded with it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Optional
 
 from pet_fairseq.evaluation import ct2_worker
 from pet_fairseq.evaluation.checks import resolve_languages
-from pet_fairseq.evaluation.ct2_model import check_vocabularies, export_info, is_model_dir, require_ctranslate2
+from pet_fairseq.evaluation.ct2_model import (check_vocabularies, export_info, has_shortlist, is_model_dir,
+                                              require_ctranslate2)
 from pet_fairseq.translate.lines import TranslateError
 
 #: fairseq's default ``max_source_positions``, assumed when model.bin holds no position table
@@ -36,14 +38,16 @@ class CTranslate2Model:
     """A CTranslate2 translator ready for batched beam search (see :class:`pet_fairseq.translate.lines.Backend`)."""
 
     def __init__(self, translator, max_source_tokens: int, beam: int, max_len_a: float, max_len_b: int,
-                 batch_size: int) -> None:
+                 batch_size: int, use_vmap: bool = False) -> None:
         self.translator, self.max_source_tokens = translator, max_source_tokens
         self.beam, self.max_len_a, self.max_len_b, self.batch_size = beam, max_len_a, max_len_b, batch_size
+        self.use_vmap = use_vmap
 
     def translate(self, sources: list[list[str]]) -> list[str]:
         """Best hypotheses (BPE kept) of ``sources``, in input order."""
         batches = ct2_worker.make_batches([len(s) for s in sources], self.batch_size, None)
-        results = ct2_worker.translate(self.translator, sources, batches, self.beam, self.max_len_a, self.max_len_b)
+        results = ct2_worker.translate(self.translator, sources, batches, self.beam, self.max_len_a, self.max_len_b,
+                                       self.use_vmap)
         return [" ".join(results[i][0]) for i in range(len(sources))]
 
 
@@ -68,5 +72,6 @@ def load_ctranslate2_model(model_dir: Path, data_bin: Optional[Path], source_lan
     if device.split(":")[0] not in ("cpu", "cuda"):
         raise TranslateError(f"--device {device}: CTranslate2 models run on cpu or cuda")
     translator = ct2_worker.load_translator(str(model_dir), threads, device.split(":")[0])
-    model = CTranslate2Model(translator, source_positions(model_dir) - 1, beam, max_len_a, max_len_b, batch_size)
+    model = CTranslate2Model(translator, source_positions(model_dir) - 1, beam, max_len_a, max_len_b, batch_size,
+                             use_vmap=has_shortlist(model_dir))
     return model, data_bin, langs

@@ -149,3 +149,30 @@ def test_compare_puts_the_ctranslate2_model_beside_the_fairseq_student(student, 
     assert abs(ct2_row["bleu"]["detok"] - fairseq_row["bleu"]["detok"]) < 5  # int8: close, not identical
     hyps = Path(ct2_row["files"]["hyp_detok"]).read_text(encoding="utf-8").splitlines()
     assert len(hyps) == 100 and sum(bool(h.strip()) for h in hyps) > 90
+
+
+def test_a_shortlist_from_the_training_bitext_travels_with_the_model_into_every_tool(student, ct2_models, multi30k_bin,
+                                                                                    tmp_path):
+    vmap = tmp_path / "train.vmap"
+    log = export("shortlist", str(vmap), "--data-bin", str(multi30k_bin), "--source-lang", "de", "--target-lang", "en")
+    assert "shortlist from 3,000 sentence pairs: 100 always-included target tokens" in log, log[-2000:]
+    model = tmp_path / "int8-shortlist"
+    export("ctranslate2", str(student), str(model), "--quantization", "int8", "--data-bin", str(multi30k_bin),
+           "--vocab-shortlist", str(vmap))
+    assert (model / "vmap.txt").read_text(encoding="utf-8") == vmap.read_text(encoding="utf-8")
+    scores = {}
+    for name, directory, extra in (("shortlist", model, []), ("whole", model, ["--no-shortlist"]),
+                                   ("plain", ct2_models / "int8", [])):
+        log = export("translate", str(directory), "--data-bin", str(multi30k_bin), "--output",
+                     str(tmp_path / f"{name}.txt"), *LIMITS, *extra)
+        assert ("with the model's vocabulary shortlist" in log) == (name == "shortlist"), log[-2000:]
+        scores[name] = float(re.search(r"BLEU \(sacrebleu detok\) = (\d+\.\d+)", log).group(1))
+    assert (tmp_path / "whole.txt").read_text() == (tmp_path / "plain.txt").read_text()
+    assert scores["whole"] == scores["plain"] and abs(scores["shortlist"] - scores["plain"]) <= 1.0
+    out = tmp_path / "compare"
+    run([sys.executable, "-m", "pet_fairseq.evaluation.compare", "--data-bin", str(multi30k_bin), "--threads", "1",
+         "--batch-size", "32", *LIMITS, "--repeats", "1", "--max-sentences", "20", "--labels", "plain,shortlist",
+         "--out-dir", str(out), str(ct2_models / "int8"), str(model)])
+    plain_row, shortlist_row = json.loads((out / "report.json").read_text())["models"]
+    assert (plain_row["backend"], shortlist_row["backend"]) == ("ctranslate2", "ctranslate2+shortlist")
+    assert shortlist_row["bleu"]["detok"] == pytest.approx(scores["shortlist"], abs=0.01)

@@ -1,0 +1,255 @@
+"""Vocabulary shortlists: Dice-ranked candidates, the vmap file, and decoding restricted to them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pet_fairseq.export import ExportError
+from pet_fairseq.export.__main__ import main as export_main
+from pet_fairseq.export.shortlist import Shortlist, build_shortlist, write_shortlist
+from tests.conftest import make_checkpoint, toy_dictionary, write_data_dir
+from tests.test_pet_transformer import peaky
+
+SOURCES = ["das haus", "das auto", "ein haus", "ein rotes auto", "das rote haus"]
+TARGETS = ["the house", "the car", "a house", "a red car", "the red house"]
+SOURCE_VOCABULARY = ["das", "haus", "auto", "ein", "rotes", "rote", "berlin"]
+TARGET_VOCABULARY = ["the", "house", "car", "a", "red", "berlin"]
+
+
+def build(**sizes) -> Shortlist:
+    return build_shortlist([s.split() for s in SOURCES], [t.split() for t in TARGETS], SOURCE_VOCABULARY,
+                           TARGET_VOCABULARY, **sizes)
+
+
+def test_candidates_are_ranked_by_dice_and_the_most_common_targets_are_always_allowed():
+    shortlist = build(frequent=2, per_token=1)
+    # sentence counts: the 3, house 3, a 2, car 2, red 2 -> the two most common (ties by token)
+    assert shortlist.frequent == ["house", "the"]
+    # dice(haus, house) = 2*3/(3+3) = 1 beats dice(haus, the) = 2*2/(3+3)
+    assert shortlist.candidates["haus"] == ["house"]
+    assert shortlist.candidates["das"] == ["the"]
+    assert shortlist.candidates["auto"] == ["car"]
+    # dice(rotes, ·) = 2*1/(1+2) for a, car and red, each in 2 sentences: a full tie keeps token order
+    assert shortlist.candidates["rotes"] == ["a"]
+    # a source token missing from the bitext keeps its copy when the target vocabulary has it
+    assert shortlist.candidates["berlin"] == ["berlin"]
+    assert shortlist.sentence_pairs == 5
+
+
+def test_per_token_limits_the_candidates_and_copies_are_added_once():
+    shortlist = build(frequent=0, per_token=3)
+    assert shortlist.frequent == []
+    assert shortlist.candidates["haus"] == ["house", "the", "a"]  # dice 1, 2*2/6, 2*1/5
+    assert all(len(c) <= 3 for c in shortlist.candidates.values())
+    copied = build_shortlist([["house"]], [["house"]], ["house"], ["house"], frequent=0, per_token=5)
+    assert copied.candidates == {"house": ["house"]}
+    # targets outside the target vocabulary are never candidates, not even frequent ones
+    unknown = build_shortlist([["haus"]], [["house"]], ["haus"], ["home"], frequent=5, per_token=5)
+    assert unknown.frequent == [] and unknown.candidates == {}
+
+
+def test_vmap_file_is_ctranslate2s_format(tmp_path):
+    path = build(frequent=2, per_token=1).write_vmap(tmp_path / "out" / "vocab.vmap")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "\thouse the"  # the empty key: always-included tokens
+    entries = dict(line.split("\t") for line in lines[1:])
+    assert entries["haus"] == "house" and entries["berlin"] == "berlin"
+    assert len(entries) == len(lines) - 1
+
+
+@pytest.mark.parametrize("sources, targets, sizes, message", [
+    ([["a"]], [["b"], ["c"]], {}, "not parallel: 1 source and 2 target sentences"),
+    ([], [], {}, "the shortlist bitext is empty"),
+    ([[], []], [["b"], []], {}, r"the shortlist bitext is empty \(no tokens on one side\)"),
+    ([["a"]], [["b"]], {"per_token": 0}, "--per-token 0: the candidates per source token must be >= 1"),
+    ([["a"]], [["b"]], {"frequent": -1}, "--frequent -1: the always-allowed target tokens must be >= 0"),
+])
+def test_bad_bitexts_and_sizes_are_clear_errors(sources, targets, sizes, message):
+    with pytest.raises(ExportError, match=message):
+        build_shortlist(sources, targets, ["a"], ["b"], **sizes)
+
+
+def test_command_reads_text_or_binarized_bitexts_and_refuses_to_overwrite(tmp_path, capsys):
+    data_bin = write_data_dir(tmp_path / "data-bin", toy_dictionary(20))
+    (tmp_path / "bitext.de").write_text("w1 w2\nw3\n", encoding="utf-8")
+    (tmp_path / "bitext.en").write_text("w4 w5\nw6 w1\n", encoding="utf-8")
+    text = ["--source-text", str(tmp_path / "bitext.de"), "--target-text", str(tmp_path / "bitext.en")]
+    common = ["--data-bin", str(data_bin), "--source-lang", "de", "--target-lang", "en"]
+    assert export_main(["shortlist", str(tmp_path / "s.vmap"), *common, *text, "--frequent", "1"]) == 0
+    lines = (tmp_path / "s.vmap").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "\tw1"  # w1, w4, w5, w6 each in one target sentence: ties by token
+    entries = dict(line.split("\t") for line in lines[1:])
+    assert entries["w3"] == "w1 w6 w3" and entries["w1"].split()[:2] == ["w4", "w5"]
+    assert entries["w19"] == "w19"  # never seen: its copy only
+    assert export_main(["shortlist", str(tmp_path / "s.vmap"), *common, *text]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert export_main(["shortlist", str(tmp_path / "t.vmap"), *common, text[0], text[1]]) == 2
+    assert "give both --source-text and --target-text" in capsys.readouterr().err
+    assert export_main(["shortlist", str(tmp_path / "t.vmap"), *common]) == 2  # no binarized train subset
+    assert "subset 'train' (de-en) not found" in capsys.readouterr().err
+    with pytest.raises(ExportError, match="does not exist; pass the BPE'd training text"):
+        write_shortlist(tmp_path / "u.vmap", data_bin, "de", "en", source_text=tmp_path / "x.de",
+                        target_text=tmp_path / "x.en")
+
+
+def _binarize(data_bin: Path, dictionary, sources: list[str], targets: list[str]) -> None:
+    from fairseq.data import indexed_dataset
+
+    for lang, lines in (("de", sources), ("en", targets)):
+        prefix = data_bin / f"train.de-en.{lang}"
+        builder = indexed_dataset.make_builder(f"{prefix}.bin", impl="mmap", vocab_size=len(dictionary))
+        for line in lines:
+            builder.add_item(dictionary.encode_line(line, add_if_not_exist=False))
+        builder.finalize(f"{prefix}.idx")
+
+
+def test_binarized_train_subset_gives_the_same_shortlist_as_its_text(tmp_path):
+    dictionary = toy_dictionary(20)
+    data_bin = write_data_dir(tmp_path / "data-bin", dictionary)
+    sources, targets = ["w1 w2 w3", "w3 w4", "w5"], ["w6 w7", "w7 w8 w1", "w9"]
+    _binarize(data_bin, dictionary, sources, targets)
+    for side, lines in (("de", sources), ("en", targets)):
+        (tmp_path / f"text.{side}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    binarized = write_shortlist(tmp_path / "a.vmap", data_bin, "de", "en", frequent=2, per_token=2)
+    text = write_shortlist(tmp_path / "b.vmap", data_bin, "de", "en", source_text=tmp_path / "text.de",
+                           target_text=tmp_path / "text.en", frequent=2, per_token=2)
+    assert binarized == text and binarized.sentence_pairs == 3
+    assert (tmp_path / "a.vmap").read_text() == (tmp_path / "b.vmap").read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# decoding with a stored shortlist (CTranslate2)
+
+VOCAB = 40
+DIMS = ["--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+        "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "4", "--decoder-attention-heads", "4"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny PET student with sharp weights, exported to CTranslate2 float32 with and without shortlists."""
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
+    from pet_fairseq.export.ctranslate2 import convert
+
+    tmp = tmp_path_factory.mktemp("shortlist-export")
+    dictionary = toy_dictionary(VOCAB)
+    data_bin = write_data_dir(tmp / "data-bin", dictionary)
+    path, model, _ = make_checkpoint(tmp / "student.pt", data_bin, "pet_iwslt_de_en", *DIMS, seed=4)
+    peaky(model, scale=2.5)
+    model.eval()
+    torch.save({**torch.load(path), "model": model.state_dict()}, path)
+    words = [f"w{i}" for i in range(VOCAB)]
+    narrow = Shortlist(frequent=["w1", "w2"], candidates={w: [f"w{(int(w[1:]) * 7) % VOCAB}"] for w in words},
+                       sentence_pairs=0)
+    everything = Shortlist(frequent=words, candidates={}, sentence_pairs=0)
+    dirs = {"none": convert(path, tmp / "none")}
+    for name, shortlist in (("narrow", narrow), ("everything", everything)):
+        dirs[name] = convert(path, tmp / name, vocab_shortlist=shortlist.write_vmap(tmp / f"{name}.vmap"))
+    return model, dictionary, dirs, narrow, data_bin
+
+
+def sources() -> list[list[int]]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.randint(4, 4 + VOCAB, (int(n),), generator=g).tolist() for n in (3, 5, 6, 8)]
+
+
+def restricted_greedy(model, dictionary, source: list[int], allowed: set[int], max_tokens: int) -> list[int]:
+    """Greedy decoding with the full fairseq forward, every token outside ``allowed`` masked out."""
+    src = torch.tensor([source + [dictionary.eos()]])
+    out = [dictionary.eos()]
+    mask = torch.full((len(dictionary),), float("-inf"))
+    mask[sorted(allowed)] = 0
+    with torch.no_grad():
+        for step in range(max_tokens):
+            logits = model(src, torch.tensor([len(source) + 1]), torch.tensor([out]))[0][0, -1] + mask
+            if step == 0:
+                logits[dictionary.eos()] = float("-inf")  # at least one token, as the translators ask
+            token = int(logits.argmax())
+            if token == dictionary.eos():
+                break
+            out.append(token)
+    return out[1:]
+
+
+def test_a_shortlist_holding_every_token_changes_no_hypothesis(exported):
+    from pet_fairseq.evaluation.translators import CTranslate2Translator, OutputLength
+
+    _, d, dirs, _, _ = exported
+    plain = CTranslate2Translator("s", str(dirs["none"]), d, d, threads=1)
+    full = CTranslate2Translator("s", str(dirs["everything"]), d, d, threads=1, use_vmap=True)
+    assert full.engine == "ctranslate2-shortlist" and plain.engine == "ctranslate2"
+    for beam in (4, 1):
+        length = OutputLength(max_len_b=10)
+        assert full.translate(full.prepare(sources()), beam, length) == plain.translate(plain.prepare(sources()),
+                                                                                       beam, length)
+
+
+def test_decoding_with_a_shortlist_is_decoding_over_its_candidates_only(exported):
+    from pet_fairseq.evaluation.translators import CTranslate2Translator, OutputLength
+
+    model, d, dirs, narrow, _ = exported
+    restricted = CTranslate2Translator("s", str(dirs["narrow"]), d, d, threads=1, use_vmap=True)
+    unrestricted = CTranslate2Translator("s", str(dirs["narrow"]), d, d, threads=1)  # vmap stored, not used
+    plain = CTranslate2Translator("s", str(dirs["none"]), d, d, threads=1)
+    length = OutputLength(max_len_b=10)
+    assert unrestricted.translate(unrestricted.prepare(sources()), 4, length) == plain.translate(
+        plain.prepare(sources()), 4, length)
+    changed = 0
+    for source in sources():  # one sentence per batch: the candidates are that sentence's
+        allowed = {d.index(t) for t in narrow.frequent} | {d.index(narrow.candidates[d[i]][0]) for i in source}
+        allowed |= {d.eos(), d.bos(), d.unk()}
+        hypothesis = restricted.translate(restricted.prepare([source]), 1, length)[0]
+        assert set(hypothesis) <= allowed
+        assert hypothesis == restricted_greedy(model, d, source, allowed, length.max_len_b)
+        changed += hypothesis != plain.translate(plain.prepare([source]), 1, length)[0]
+        for beam in (4,):
+            assert set(restricted.translate(restricted.prepare([source]), beam, length)[0]) <= allowed
+    assert changed > 0  # the shortlist did restrict something
+
+
+def test_the_export_records_the_shortlist_and_translate_uses_it(exported, tmp_path, capsys):
+    from pet_fairseq.evaluation.ct2_model import export_info, has_shortlist
+
+    _, d, dirs, _, data_bin = exported
+    assert has_shortlist(dirs["narrow"]) and not has_shortlist(dirs["none"])
+    assert export_info(dirs["narrow"])["vocab_shortlist"].endswith("narrow.vmap")
+    assert export_info(dirs["none"])["vocab_shortlist"] is None
+    text = tmp_path / "in.txt"
+    text.write_text("".join(" ".join(d[i] for i in s) + "\n" for s in sources()), encoding="utf-8")
+    outputs = {}
+    for name, extra in (("with", []), ("without", ["--no-shortlist"])):
+        assert export_main(["translate", str(dirs["narrow"]), "--input", str(text), "--tokenizer", "none",
+                            "--beam", "1", "--max-len-b", "10", "--output", str(tmp_path / name), *extra]) == 0
+        outputs[name] = (tmp_path / name).read_text().splitlines()
+    assert export_main(["translate", str(dirs["none"]), "--input", str(text), "--tokenizer", "none", "--beam", "1",
+                        "--max-len-b", "10", "--output", str(tmp_path / "plain")]) == 0
+    assert outputs["without"] == (tmp_path / "plain").read_text().splitlines() != outputs["with"]
+    capsys.readouterr()
+
+
+def test_a_missing_shortlist_file_is_an_export_error(tmp_path):
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
+    from pet_fairseq.export.ctranslate2 import convert
+
+    with pytest.raises(ExportError, match="the vocabulary shortlist .*missing.vmap does not exist; write one with"):
+        convert(tmp_path / "student.pt", tmp_path / "out", vocab_shortlist=tmp_path / "missing.vmap")
+
+
+def test_the_text_translator_decodes_a_shortlisted_model_with_its_shortlist(exported):
+    from pet_fairseq.evaluation.translators import CTranslate2Translator, OutputLength
+    from pet_fairseq.translate.ctranslate2_model import load_ctranslate2_model
+
+    _, d, dirs, _, data_bin = exported
+    restricted = CTranslate2Translator("s", str(dirs["narrow"]), d, d, threads=1, use_vmap=True)
+    expected = restricted.translate(restricted.prepare(sources()), 5, OutputLength(max_len_b=10))
+    for name, use_vmap in (("narrow", True), ("none", False)):
+        model, _, langs = load_ctranslate2_model(dirs[name], data_bin, "de", "en", "cpu", 1, beam=5, max_len_a=0,
+                                                 max_len_b=10, batch_size=64)
+        assert model.use_vmap is use_vmap and langs == ("de", "en")
+    model = load_ctranslate2_model(dirs["narrow"], data_bin, "de", "en", "cpu", 1, beam=5, max_len_a=0, max_len_b=10,
+                                   batch_size=64)[0]
+    lines = model.translate([[d[i] for i in s] for s in sources()])
+    assert lines == [" ".join(d[i] for i in hypothesis) for hypothesis in expected]
