@@ -194,3 +194,12 @@ def test_a_failed_conversion_is_an_evaluation_error_quoting_the_converter(tmp_pa
                r"error: the dictionaries' folder \S*nowhere does not exist; pass --data-bin")
     with pytest.raises(EvaluationError, match=message):
         sb.export_ctranslate2(model, cfg, SPECS[0], tmp_path, tmp_path / "nowhere", ("de", "en"), "int8", threads=1)
+
+
+def test_ctranslate2_worker_failures_are_evaluation_errors(tmp_path):
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
+    from pet_fairseq.evaluation.translators import CTranslate2Translator
+
+    d = toy_dictionary(200)
+    with pytest.raises(EvaluationError, match=r"the CTranslate2 worker could not load \S*nowhere \(exit code 1"):
+        CTranslate2Translator("pet", str(tmp_path / "nowhere"), d, d, threads=1)

@@ -1,6 +1,7 @@
 """Decoding with a CTranslate2 model, without torch: the evaluation tool's per-model process for CT2.
 
     python -P pet_fairseq/evaluation/ct2_worker.py --job JOB.json
+    python -P pet_fairseq/evaluation/ct2_worker.py --serve MODEL_DIR --threads N   (JSON lines on stdin)
 
 A deployed CTranslate2 model needs neither torch nor fairseq, so this process imports neither
 (importing them costs ~300 MB of resident memory, which would swamp the model's own figure). It is
@@ -195,11 +196,46 @@ def run_job(job: dict) -> dict:
     }
 
 
+def serve(model_dir: str, threads: int, requests=sys.stdin, replies=sys.stdout) -> None:
+    """Translate batches on request: one JSON line in, one JSON line out, until the input ends.
+
+    A request is ``{"source": [[token, ...], ...], "beam": B, "min_len": M, "max_len": N,
+    "use_vmap": bool}``; the reply ``{"hypotheses": [[token, ...], ...]}`` (best hypothesis of each
+    sentence, no EOS) or ``{"error": "..."}``. ``{"ready": true}`` is written once the model is loaded.
+    The speed benchmark runs one such process per CTranslate2 model, so CTranslate2's threads never
+    share a process with torch's (each library brings its own OpenMP runtime; in one process their
+    idle threads slowed torch's decoding by up to 30 %).
+    """
+    translator = load_translator(model_dir, threads)
+    replies.write(json.dumps({"ready": True}) + "\n")
+    replies.flush()
+    for line in requests:
+        try:
+            request = json.loads(line)
+            results = translator.translate_batch(
+                request["source"], beam_size=request["beam"], num_hypotheses=1, max_input_length=0,
+                min_decoding_length=request["min_len"], max_decoding_length=request["max_len"],
+                use_vmap=request["use_vmap"])
+            reply = {"hypotheses": [result.hypotheses[0] for result in results]}
+        except Exception as exc:  # reported to the parent, which raises it there
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run one job file; write ``{"status": "ok", ...}`` or ``{"status": "failed", "error": ...}``."""
+    """Run one job file, writing ``{"status": "ok", ...}`` or ``{"status": "failed", "error": ...}``; or serve."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--job", required=True, help="JSON job file written by pet_fairseq.evaluation.ct2_model")
-    job = json.loads(Path(parser.parse_args(argv).job).read_text())
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--job", help="JSON job file written by pet_fairseq.evaluation.ct2_model")
+    mode.add_argument("--serve", metavar="MODEL_DIR", help="translate JSON-line requests from stdin (see serve)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads with --serve (default: 1)")
+    args = parser.parse_args(argv)
+    if args.serve:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True)
+        serve(args.serve, args.threads)
+        return 0
+    job = json.loads(Path(args.job).read_text())
     logging.basicConfig(level=logging.INFO, format=f"[decode {job['label']}] %(message)s", stream=sys.stderr,
                         force=True)
     try:

@@ -14,7 +14,8 @@ which :func:`~pet_fairseq.evaluation.translators.decode_pass` checks.
 
 Each model is also converted by the project's export in a subprocess (``python -m
 pet_fairseq.export ctranslate2``, ``--quantization int8`` by default), then decoded with CTranslate2
-in this process: over the whole vocabulary (engine ``ctranslate2``) and with a lexical vocabulary
+in a torch-free worker process per model (:class:`~pet_fairseq.evaluation.translators.CTranslate2Translator`;
+in one process, CTranslate2's and torch's OpenMP threads slow each other): over the whole vocabulary (engine ``ctranslate2``) and with a lexical vocabulary
 shortlist (engine ``ctranslate2-shortlist``; ``python -m pet_fairseq.export shortlist`` counted on
 ``--shortlist-bitext``, by default the IWSLT'14 valid set, disjoint from the timed test sentences).
 Modes: batch ``--batch-size`` throughput (target tokens/s) and batch-1 latency (ms per sentence),
@@ -479,6 +480,8 @@ def run(args: argparse.Namespace, specs: Sequence[ModelSpec] | None = None) -> d
         if args.profile_sentences:
             logger.info("profiler run: %d sentences, %s", args.profile_sentences, all_modes[0].name)
             profiled = profile(models, sources[: args.profile_sentences], all_modes[0], length)
+        for translator in translators:
+            getattr(translator, "close", lambda: None)()
     return {"settings": settings(args, dictionary, source_path),
             "reference": f"{rows[0]['label']} ({rows[0]['engine']})",
             "modes": [{"name": m.name, "kind": m.kind, "batch_size": m.batch_size, "beam": m.beam,

@@ -24,6 +24,7 @@ from fairseq.modules import LayerDropModuleList
 import torch
 from torch import Tensor, nn
 
+from pet_fairseq.modules.cross_attention import ContiguousCacheAttention
 from pet_fairseq.modules.kronecker import (
     KroneckerEmbedding,
     TiedKroneckerOutputProjection,
@@ -200,7 +201,12 @@ class PETTransformerDecoder(TransformerDecoderBase):
         self.num_layers = plan.depth
 
     def build_decoder_layer(self, cfg, no_encoder_attn: bool = False):
-        return _factor(_with_self_attention(super().build_decoder_layer(cfg, no_encoder_attn), cfg, "decoder"), cfg)
+        """fairseq's layer, with the options' self-attention and factoring; its encoder-decoder attention
+        keeps its beam-search cache contiguous (:class:`ContiguousCacheAttention`)."""
+        layer = _factor(_with_self_attention(super().build_decoder_layer(cfg, no_encoder_attn), cfg, "decoder"), cfg)
+        if getattr(layer, "encoder_attn", None) is not None:
+            ContiguousCacheAttention.adopt(layer.encoder_attn)
+        return layer
 
     def build_output_projection(self, cfg, dictionary, embed_tokens) -> None:
         """A tied output projection of Kronecker embeddings reuses their factors (no new weights)."""
