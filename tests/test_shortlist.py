@@ -253,3 +253,16 @@ def test_the_text_translator_decodes_a_shortlisted_model_with_its_shortlist(expo
                                    batch_size=64)[0]
     lines = model.translate([[d[i] for i in s] for s in sources()])
     assert lines == [" ".join(d[i] for i in hypothesis) for hypothesis in expected]
+
+
+def test_worker_errors_reach_the_caller_and_close_ends_the_worker(exported):
+    from pet_fairseq.evaluation.errors import EvaluationError
+    from pet_fairseq.evaluation.translators import CTranslate2Translator, OutputLength
+
+    _, d, dirs, _, _ = exported
+    translator = CTranslate2Translator("student", str(dirs["none"]), d, d, threads=1)
+    with pytest.raises(EvaluationError, match=r"^student \(CTranslate2\): ValueError: The beam size must be > 0"):
+        translator.translate(translator.prepare(sources()), 0, OutputLength(max_len_b=5))
+    assert len(translator.translate(translator.prepare(sources()), 1, OutputLength(max_len_b=5))) == 4  # still serving
+    translator.close()
+    assert translator._process.poll() == 0
