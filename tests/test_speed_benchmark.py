@@ -177,6 +177,7 @@ def test_bad_arguments_are_clear_errors(corpus, capsys):
         (["--archs", "pet_iwslt_de_en", "--output-length", "1"], "must be >= 2"),
         (["--archs", "pet_iwslt_de_en", "--shortlist-bitext", "/nonexistent/train"],
          "/nonexistent/train.de, /nonexistent/train.en not found; pass --shortlist-bitext PREFIX"),
+        (["--archs", "pet_iwslt_de_en", "--dictionary", str(corpus[0])], "may not match it: pass --shortlist-bitext"),
     ]:
         with pytest.raises(SystemExit):
             sb.main(argv)

@@ -200,6 +200,10 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--dictionary {args.dictionary} does not exist")
     if args.source_text is not None and not args.source_text.is_file():
         parser.error(f"--source-text {args.source_text} does not exist")
+    if args.dictionary is not None and args.shortlist_bitext is None and "ctranslate2-shortlist" in args.engine_list:
+        parser.error("--dictionary is given, so the default shortlist bitext (BPE_DIR/valid) may not match it: pass "
+                     "--shortlist-bitext PREFIX (BPE'd with that dictionary) or leave ctranslate2-shortlist out of "
+                     "--engines")
     if args.shortlist_bitext is not None and "ctranslate2-shortlist" in args.engine_list:
         try:
             shortlist_files(args.shortlist_bitext, args)
