@@ -129,6 +129,15 @@ def max_decoding_length(batch_lengths: Sequence[int], max_len_a: float, max_len_
     return min(int(max_len_a * (max(batch_lengths) + 1) + max_len_b), 1023)
 
 
+def search(translator, source: List[List[str]], beam: int, max_len: int, min_len: int = 1, use_vmap: bool = False,
+           scores: bool = False):
+    """CTranslate2 beam search of one batch, as every decoder here runs it: the best hypothesis only, sources
+    never truncated (fairseq does not truncate them), ``min_len``-``max_len`` tokens before EOS."""
+    return translator.translate_batch(source, beam_size=beam, num_hypotheses=1, max_input_length=0,
+                                      min_decoding_length=min_len, max_decoding_length=max_len, use_vmap=use_vmap,
+                                      return_scores=scores)
+
+
 def translate(translator, sources: List[List[str]], batches: List[List[int]], beam: int, max_len_a: float,
               max_len_b: int, use_vmap: bool = False) -> Dict[int, Tuple[List[str], float]]:
     """Beam search over ``batches``; returns ``{index: (tokens, score)}`` (score: length-normalized log-prob).
@@ -137,11 +146,8 @@ def translate(translator, sources: List[List[str]], batches: List[List[int]], be
     """
     out = {}
     for batch in batches:
-        results = translator.translate_batch(
-            [sources[i] for i in batch], beam_size=beam, num_hypotheses=1, return_scores=True, max_input_length=0,
-            max_decoding_length=max_decoding_length([len(sources[i]) for i in batch], max_len_a, max_len_b),
-            use_vmap=use_vmap,
-        )
+        limit = max_decoding_length([len(sources[i]) for i in batch], max_len_a, max_len_b)
+        results = search(translator, [sources[i] for i in batch], beam, limit, use_vmap=use_vmap, scores=True)
         for index, result in zip(batch, results):
             out[index] = (result.hypotheses[0], float(result.scores[0]))
     return out
@@ -212,10 +218,8 @@ def serve(model_dir: str, threads: int, requests=sys.stdin, replies=sys.stdout) 
     for line in requests:
         try:
             request = json.loads(line)
-            results = translator.translate_batch(
-                request["source"], beam_size=request["beam"], num_hypotheses=1, max_input_length=0,
-                min_decoding_length=request["min_len"], max_decoding_length=request["max_len"],
-                use_vmap=request["use_vmap"])
+            results = search(translator, request["source"], request["beam"], request["max_len"], request["min_len"],
+                             request["use_vmap"])
             reply = {"hypotheses": [result.hypotheses[0] for result in results]}
         except Exception as exc:  # reported to the parent, which raises it there
             reply = {"error": f"{type(exc).__name__}: {exc}"}

@@ -211,6 +211,11 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             parser.error(str(exc))
 
 
+def shortlist_prefix(args: argparse.Namespace) -> Path:
+    """``--shortlist-bitext``, else the valid set of ``--bpe-dir``."""
+    return args.shortlist_bitext or args.bpe_dir / "valid"
+
+
 def shortlist_files(prefix: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     """The source and target files of a bitext ``prefix`` (``PREFIX.de``, ``PREFIX.en``); an error if one is missing."""
     files = tuple(Path(f"{prefix}.{lang}") for lang in (args.source_lang, args.target_lang))
@@ -357,7 +362,7 @@ def run_export(label: str, arguments: Sequence[str], threads: int) -> None:
 
 def write_shortlist(args: argparse.Namespace, data_bin: Path, workdir: Path) -> Path:
     """The vocabulary shortlist of ``--shortlist-bitext`` (``python -m pet_fairseq.export shortlist``)."""
-    source, target = shortlist_files(args.shortlist_bitext or args.bpe_dir / "valid", args)
+    source, target = shortlist_files(shortlist_prefix(args), args)
     vmap = workdir / "shortlist.vmap"
     per_token = ["--per-token", str(args.shortlist_per_token)] if args.shortlist_per_token else []
     run_export("shortlist", ["shortlist", str(vmap), "--data-bin", str(data_bin), "--source-lang", args.source_lang,
@@ -498,7 +503,7 @@ def settings(args: argparse.Namespace, dictionary: Any, source_path: Path) -> di
     return {"archs": args.arch_list, "dictionary": str(args.dictionary or f"counted from {args.bpe_dir}"),
             "dictionary_size": len(dictionary), "source_text": str(source_path), "output_length": args.output_length,
             "engines": args.engine_list, "quantization": args.quantization, "repeats": args.repeats,
-            "shortlist_bitext": str(args.shortlist_bitext or args.bpe_dir / "valid")
+            "shortlist_bitext": str(shortlist_prefix(args))
             if "ctranslate2-shortlist" in args.engine_list else None,
             "shortlist_per_token": args.shortlist_per_token or "the export's default",
             "warmup": args.warmup, "threads": args.threads, "seed": args.seed}

@@ -19,8 +19,8 @@ The decoder then scores ``|candidates|`` entries per step instead of ``|V|``. Th
 token outside the candidates cannot be produced; the shortlist's BLEU cost is measured, not assumed
 (docs/export.md, "Vocabulary shortlist").
 
-:func:`build_shortlist` counts the bitext with vectorised numpy (no loop over sentences or
-tokens); :meth:`Shortlist.write_vmap` writes CTranslate2's format, one ``source<TAB>targets`` line
+:func:`build_shortlist` counts the bitext with vectorised numpy once its tokens are flattened
+into one array; :meth:`Shortlist.write_vmap` writes CTranslate2's format, one ``source<TAB>targets`` line
 per source token and the always-included tokens under the empty key.
 """
 
@@ -161,25 +161,6 @@ def read_text(path: "str | Path") -> list[list[str]]:
     return [line.split() for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def read_binarized(data_bin: Path, subset: str, src: str, tgt: str) -> tuple[list[list[str]], list[list[str]]]:
-    """Source and target token lists (EOS removed) of a binarized subset of ``data_bin``."""
-    from fairseq.data import Dictionary, data_utils
-
-    from pet_fairseq.evaluation.checks import check_subset, subset_files
-    from pet_fairseq.export.unroll import export_errors
-
-    with export_errors():
-        check_subset(data_bin, subset, src, tgt)
-    files = next(f for f in subset_files(data_bin, subset, src, tgt) if all(p.is_file() for p in f))
-    sides = []
-    for lang, path in ((src, files[0]), (tgt, files[2])):
-        dictionary = Dictionary.load(str(data_bin / f"dict.{lang}.txt"))
-        data = data_utils.load_indexed_dataset(str(path)[: -len(".bin")], dictionary)
-        symbols = np.asarray(dictionary.symbols, dtype=object)
-        sides.append([symbols[data[n].numpy()[:-1]].tolist() for n in range(len(data))])
-    return sides[0], sides[1]
-
-
 def dictionary_symbols(path: Path) -> list[str]:
     """The real tokens of a fairseq ``dict.txt`` (no special symbols, no ``madeupword`` padding)."""
     from fairseq.data import Dictionary
@@ -202,7 +183,12 @@ def write_shortlist(out: "str | Path", data_bin: "str | Path", source_lang: str,
         raise ExportError("give both --source-text and --target-text, or neither (then --subset of --data-bin is read)")
     vocabularies = [dictionary_symbols(data_bin / f"dict.{lang}.txt") for lang in (source_lang, target_lang)]
     if source_text is None:
-        sources, targets = read_binarized(data_bin, subset, source_lang, target_lang)
+        from pet_fairseq.evaluation.ct2_model import read_subset
+        from pet_fairseq.export.unroll import export_errors
+
+        with export_errors():
+            sources, references = read_subset(data_bin, subset, source_lang, target_lang)
+        targets = [reference.split() for reference in references]
     else:
         sources, targets = read_text(source_text), read_text(target_text)
     shortlist = build_shortlist(sources, targets, *vocabularies, frequent=frequent, per_token=per_token)
