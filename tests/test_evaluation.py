@@ -352,6 +352,17 @@ def test_default_labels_use_the_run_folder_for_fairseq_checkpoint_names():
     assert compare.default_labels(["a/x.pt", "b/x.pt"]) == ["x-1", "x-2"]
 
 
+def test_ctranslate2_parallel_batches_must_divide_the_threads(tmp_path, capsys):
+    parser = compare.build_parser()
+    args = parser.parse_args(["--data-bin", str(tmp_path), "--threads", "2", "--ct2-parallel-batches", "3", "x.pt"])
+    with pytest.raises(SystemExit):
+        compare.validate_args(parser, args)
+    assert "--ct2-parallel-batches 3 cannot share --threads 2 evenly" in capsys.readouterr().err
+    args = parser.parse_args(["--data-bin", str(tmp_path), "--threads", "2", "--ct2-parallel-batches", "2", "x.pt"])
+    compare.validate_args(parser, args)
+    assert compare.settings(args)["ct2_parallel_batches"] == 2
+
+
 def test_labels_must_match_the_models(tmp_path):
     args = compare.build_parser().parse_args(["--data-bin", str(tmp_path), "--labels", "a", "x.pt", "y.pt"])
     with pytest.raises(EvaluationError, match="needs 2 distinct"):

@@ -202,6 +202,17 @@ def test_ctranslate2_batches_follow_fairseq_and_length_limits():
     assert max_decoding_length([3], max_len_a=0, max_len_b=5000) == 1023
 
 
+def test_parallel_batches_split_each_batch_evenly_and_must_divide_the_threads():
+    from types import SimpleNamespace
+
+    from pet_fairseq.evaluation.ct2_worker import load_translator, part_size
+
+    assert [part_size(n, SimpleNamespace(num_translators=2)) for n in (64, 5, 1)] == [32, 3, 1]
+    assert part_size(64, SimpleNamespace(num_translators=1)) == 0  # one worker: the batch is not split
+    with pytest.raises(ValueError, match="3 parallel batches cannot share 2 threads evenly: choose a divisor"):
+        load_translator("unused", threads=2, parallel_batches=3)
+
+
 def test_ctranslate2_model_stores_unchanged_layer_copies_once(tmp_path, data_dir, capsys):
     pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
     from pet_fairseq.evaluation.ct2_model import check_vocabularies, export_info, is_model_dir
@@ -260,10 +271,13 @@ def test_ctranslate2_float32_gives_the_students_hypotheses(tmp_path, data_dir, a
     torch.save({**torch.load(path), "model": model.state_dict()}, path)
     d = toy_dictionary(VOCAB)
     fairseq_side = FairseqTranslator(arch, model, TranslationTask(TranslationConfig(), d, d))
-    ct2_side = CTranslate2Translator(arch, str(convert(path, tmp_path / "ct2")), d, d, threads=1)
+    model_dir = str(convert(path, tmp_path / "ct2"))
+    ct2_side = CTranslate2Translator(arch, model_dir, d, d, threads=1)
+    in_two_parts = CTranslate2Translator(arch, model_dir, d, d, threads=2, parallel_batches=2)
     src, src_len = batch(vocab=VOCAB)
     sources = [row[-n:-1].tolist() for row, n in zip(src, src_len.tolist())]  # without padding and EOS
     for beam in (5, 1):
         for length in (OutputLength(max_len_b=12), OutputLength.forced(9)):
             expected = fairseq_side.translate(fairseq_side.prepare(sources), beam, length)
             assert ct2_side.translate(ct2_side.prepare(sources), beam, length) == expected
+            assert in_two_parts.translate(in_two_parts.prepare(sources), beam, length) == expected

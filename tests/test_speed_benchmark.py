@@ -38,7 +38,7 @@ def bench_args(corpus, *extra: str):
     parser = sb.build_parser()
     args = parser.parse_args(["--archs", "pet_iwslt_de_en", "--dictionary", str(corpus[0]), "--source-text",
                               str(corpus[1]), "--sentences", "12", "--batch-size", "4", "--latency-sentences", "2",
-                              "--beams", "2,1", "--output-length", "6", "--repeats", "1", "--threads", "1",
+                              "--beams", "2,1", "--output-length", "6", "--repeats", "1", "--threads", "2",
                               "--profile-sentences", "4", "--shortlist-bitext", str(corpus[0].parent / "bitext"),
                               "--shortlist-per-token", "3", *extra])
     sb.validate_args(parser, args)
@@ -52,14 +52,15 @@ SPECS = [sb.ModelSpec("pet", "pet_iwslt_de_en", TINY),
 @pytest.fixture(scope="module")
 def report(corpus):
     pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
-    return sb.run(bench_args(corpus), SPECS)
+    return sb.run(bench_args(corpus, "--ct2-parallel-batches", "1,2"), SPECS)
 
 
 def test_every_model_and_engine_generates_the_forced_length_in_every_mode(report):
-    assert [(row["label"], row["engine"]) for row in report["models"]] == [
-        ("pet", "fairseq"), ("deep-shallow", "fairseq"), ("pet", "ctranslate2"), ("deep-shallow", "ctranslate2"),
-        ("pet", "ctranslate2-shortlist"), ("deep-shallow", "ctranslate2-shortlist")]
-    assert report["settings"]["shortlist_per_token"] == 3
+    assert [(row["label"], row["engine"], row["parallel_batches"]) for row in report["models"]] == [
+        (label, engine, parallel) for engine, parallels in [("fairseq", [1]), ("ctranslate2", [1, 2]),
+                                                            ("ctranslate2-shortlist", [1, 2])]
+        for parallel in parallels for label in ("pet", "deep-shallow")]
+    assert report["settings"]["shortlist_per_token"] == 3 and report["settings"]["ct2_parallel_batches"] == [1, 2]
     names = [mode["name"] for mode in report["modes"]]
     assert names == ["batch 4, beam 2", "batch 4, greedy", "batch 1, beam 2", "batch 1, greedy"]
     for row in report["models"]:
@@ -87,7 +88,7 @@ def test_report_counts_parameters_and_profiles_the_fairseq_models(report):
     assert deep["unique_parameters"] < pet["unique_parameters"]  # one decoder layer fewer to store
     assert report["models"][2]["stored_parameters"] > 0 and report["models"][2]["disk_bytes"] > 0
     # both CTranslate2 engines decode the same model directory (the shortlist is stored, used by one)
-    assert report["models"][4]["disk_bytes"] == report["models"][2]["disk_bytes"]
+    assert report["models"][6]["disk_bytes"] == report["models"][4]["disk_bytes"] == report["models"][2]["disk_bytes"]
     assert [row["label"] for row in report["profile"]] == ["pet", "deep-shallow"]
     for row in report["profile"]:
         assert set(row["share"]) == set(CATEGORIES)
@@ -97,14 +98,16 @@ def test_report_counts_parameters_and_profiles_the_fairseq_models(report):
 
 def test_tables_have_one_row_per_model_and_engine_and_two_columns_per_mode(report):
     lines = sb.speed_table(report).splitlines()
-    assert len(lines) == 2 + 6
+    assert len(lines) == 2 + 10
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header[:3] == ["model", "engine", "params"] and len(header) == 3 + 2 * 4
     assert header[3] == "batch 4, beam 2: tok/s" and header[9] == "batch 1, greedy: ms/sent"
     first = [c.strip() for c in lines[2].strip("|").split("|")]
     assert first[1] == "fairseq" and first[4] == first[6] == first[8] == first[10] == "1.00"
     assert [c.strip() for c in lines[4].strip("|").split("|")][1] == "CTranslate2 int8"
-    assert [c.strip() for c in lines[6].strip("|").split("|")][1] == "CTranslate2 int8 + shortlist"
+    assert [c.strip() for c in lines[6].strip("|").split("|")][1] == "CTranslate2 int8, 2 parallel batches"
+    assert [c.strip() for c in lines[8].strip("|").split("|")][1] == "CTranslate2 int8 + shortlist"
+    assert [c.strip() for c in lines[10].strip("|").split("|")][1] == "CTranslate2 int8 + shortlist, 2 parallel batches"
     profile = sb.profile_table(report["profile"]).splitlines()
     assert len(profile) == 2 + 2 and profile[0].count("|") == 2 + len(CATEGORIES) + 1
     json.dumps(report)  # the JSON report is plain data
@@ -178,6 +181,9 @@ def test_bad_arguments_are_clear_errors(corpus, capsys):
         (["--archs", "pet_iwslt_de_en", "--shortlist-bitext", "/nonexistent/train"],
          "/nonexistent/train.de, /nonexistent/train.en not found; pass --shortlist-bitext PREFIX"),
         (["--archs", "pet_iwslt_de_en", "--dictionary", str(corpus[0])], "may not match it: pass --shortlist-bitext"),
+        (["--archs", "pet_iwslt_de_en", "--threads", "2", "--ct2-parallel-batches", "1,3"],
+         "3 parallel batches cannot share --threads 2 evenly"),
+        (["--archs", "pet_iwslt_de_en", "--ct2-parallel-batches", "0"], "whole numbers >= 1"),
     ]:
         with pytest.raises(SystemExit):
             sb.main(argv)
@@ -204,3 +210,5 @@ def test_ctranslate2_worker_failures_are_evaluation_errors(tmp_path):
     d = toy_dictionary(200)
     with pytest.raises(EvaluationError, match=r"the CTranslate2 worker could not load \S*nowhere \(exit code 1"):
         CTranslate2Translator("pet", str(tmp_path / "nowhere"), d, d, threads=1)
+    with pytest.raises(EvaluationError, match="pet: 2 parallel batches cannot share 3 threads evenly"):
+        CTranslate2Translator("pet", str(tmp_path / "nowhere"), d, d, threads=3, parallel_batches=2)

@@ -185,6 +185,8 @@ def test_a_text_file_as_model_is_a_plain_error(tmp_path, capsys):
     (["--device", "tpu"], "--device tpu: expected cpu, cuda or cuda:N"),
     (["--beam", "0"], "--beam must be at least 1, got 0"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--parallel-batches", "0"], "--parallel-batches must be at least 1"),
+    (["--parallel-batches", "2"], "--parallel-batches applies to CTranslate2 model directories"),
 ])
 def test_bad_options_are_refused_before_loading(tmp_path, capsys, args, message):
     junk = tmp_path / "model.pt"

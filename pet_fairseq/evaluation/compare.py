@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--max-tokens", type=int, help="tokens per batch instead of --batch-size")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(),
                    help="torch threads for every model (default: torch's, here %(default)s)")
+    p.add_argument("--ct2-parallel-batches", type=int, default=1,
+                   help="CTranslate2 models: decode each batch as this many parts side by side, each on threads / N "
+                   "threads (default: 1, one worker on all threads)")
     p.add_argument("--repeats", type=int, default=3,
                    help="timed passes per model; the median is reported (default: 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up batches before timing (default: 1)")
@@ -137,7 +140,7 @@ def evaluate_all(args: argparse.Namespace, labels: list[str]) -> list[dict]:
 def settings(args: argparse.Namespace) -> dict:
     """The options that shape the figures, for the JSON report."""
     keys = ("data_bin", "subset", "source_lang", "target_lang", "beam", "max_len_a", "max_len_b", "batch_size",
-            "max_tokens", "threads", "repeats", "warmup", "max_sentences", "bpe", "tokenizer", "device")
+            "max_tokens", "threads", "ct2_parallel_batches", "repeats", "warmup", "max_sentences", "bpe", "tokenizer", "device")
     return {key: str(v) if isinstance(v := getattr(args, key), Path) else v for key in keys}
 
 
@@ -155,6 +158,9 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--device {args.device}: CUDA is not available")
     if min(args.repeats, args.threads, args.beam) < 1 or args.warmup < 0:
         parser.error("--repeats, --threads and --beam must be >= 1, --warmup >= 0")
+    if args.ct2_parallel_batches < 1 or args.threads % args.ct2_parallel_batches:
+        parser.error(f"--ct2-parallel-batches {args.ct2_parallel_batches} cannot share --threads {args.threads} evenly: "
+                     "choose a divisor of the thread count")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,9 @@ in a torch-free worker process per model (:class:`~pet_fairseq.evaluation.transl
 in one process, CTranslate2's and torch's OpenMP threads slow each other): over the whole vocabulary (engine ``ctranslate2``) and with a lexical vocabulary
 shortlist (engine ``ctranslate2-shortlist``; ``python -m pet_fairseq.export shortlist`` counted on
 ``--shortlist-bitext``, by default the IWSLT'14 valid set, disjoint from the timed test sentences).
+``--ct2-parallel-batches 1,2`` times each CTranslate2 engine both ways: every batch decoded by one
+worker on all ``--threads``, and cut into two parts decoded side by side by two workers on half the
+threads each (CTranslate2's ``inter_threads``, its setting for throughput).
 Modes: batch ``--batch-size`` throughput (target tokens/s) and batch-1 latency (ms per sentence),
 each with every beam of ``--beams`` (default 5 and greedy). In each mode all models and engines are
 timed on the same batches, interleaved (:func:`~pet_fairseq.evaluation.speed.measure_side_by_side`),
@@ -99,7 +102,7 @@ class BenchModel:
 
     spec: ModelSpec
     unique_parameters: int
-    translators: dict[str, Translator] = field(default_factory=dict)
+    translators: dict[tuple[str, int], Translator] = field(default_factory=dict)  # (engine, parallel batches)
     stored_parameters: dict[str, int] = field(default_factory=dict)
     disk_bytes: dict[str, int] = field(default_factory=dict)
 
@@ -134,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: BPE_DIR/valid)")
     p.add_argument("--shortlist-per-token", type=int,
                    help="shortlist candidates per source token (default: the export's, 10)")
+    p.add_argument("--ct2-parallel-batches", default="1",
+                   help="comma-separated: each CTranslate2 engine decodes every batch as this many parts side by side, "
+                   "each on threads / N threads; 1 = one worker on all threads (default: 1; e.g. 1,2 times both)")
     p.add_argument("--quantization", default="int8", help="CTranslate2 weight type at conversion (default: int8)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes per mode; median reported (default: 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes over the first batch first (default: 1)")
@@ -182,6 +188,7 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     try:
         args.beam_list = parse_int_list(args.beams, "--beams")
         args.engine_list = [e.strip() for e in args.engines.split(",") if e.strip()]
+        args.parallel_list = parse_int_list(args.ct2_parallel_batches, "--ct2-parallel-batches")
         args.arch_list = check_archs([a.strip() for a in args.archs.split(",") if a.strip()])
     except (ValueError, EvaluationError) as exc:
         parser.error(str(exc))
@@ -190,6 +197,12 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--engines {args.engines!r}: choose from {', '.join(ENGINES)}")
     if min(args.sentences, args.batch_size, args.repeats, args.threads) < 1 or args.warmup < 0:
         parser.error("--sentences, --batch-size, --repeats and --threads must be >= 1, --warmup >= 0")
+    uneven = [n for n in args.parallel_list if args.threads % n]
+    if uneven:
+        parser.error(f"--ct2-parallel-batches {args.ct2_parallel_batches}: {uneven[0]} parallel batches cannot share "
+                     f"--threads {args.threads} evenly; choose divisors of the thread count")
+    if len(set(args.parallel_list)) != len(args.parallel_list):
+        parser.error(f"--ct2-parallel-batches {args.ct2_parallel_batches} lists a value twice")
     if args.shortlist_per_token is not None and args.shortlist_per_token < 1:
         parser.error(f"--shortlist-per-token {args.shortlist_per_token}: must be >= 1")
     if min(args.latency_sentences, args.profile_sentences) < 0:
@@ -333,15 +346,16 @@ def build_models(args: argparse.Namespace, specs: Sequence[ModelSpec], dictionar
         entry = BenchModel(spec=spec, unique_parameters=unique_parameter_count(model))
         logger.info("%s: %s, %s unique parameters", spec.label, type(model).__name__, f"{entry.unique_parameters:,}")
         if "fairseq" in args.engine_list:
-            entry.translators["fairseq"] = FairseqTranslator(spec.label, model, task)
+            entry.translators["fairseq", 1] = FairseqTranslator(spec.label, model, task)
         engines = [engine for engine in CT2_ENGINES if engine in args.engine_list]
         if engines:
             ct2_dir = export_ctranslate2(model, cfg, spec, workdir, data_bin, langs, args.quantization, args.threads,
                                          vmap)
             for engine in engines:
-                entry.translators[engine] = CTranslate2Translator(
-                    spec.label, str(ct2_dir), task.source_dictionary, task.target_dictionary, args.threads,
-                    use_vmap=engine == "ctranslate2-shortlist")
+                for parallel in args.parallel_list:
+                    entry.translators[engine, parallel] = CTranslate2Translator(
+                        spec.label, str(ct2_dir), task.source_dictionary, task.target_dictionary, args.threads,
+                        use_vmap=engine == "ctranslate2-shortlist", parallel_batches=parallel)
                 entry.stored_parameters[engine], entry.disk_bytes[engine] = ctranslate2_size(ct2_dir)
         built.append(entry)
     return built
@@ -439,7 +453,7 @@ def profile(models: Sequence[BenchModel], sources: Sequence[Sequence[int]], mode
 
     rows = []
     for entry in models:
-        translator = entry.translators.get("fairseq")
+        translator = entry.translators.get(("fairseq", 1))
         if translator is None:
             continue
         prepared = [translator.prepare(batch) for batch in make_batches(sources, mode.batch_size)]
@@ -467,13 +481,15 @@ def run(args: argparse.Namespace, specs: Sequence[ModelSpec] | None = None) -> d
     with tempfile.TemporaryDirectory(prefix="pet-speed-") as tmp:
         workdir = args.work_dir or Path(tmp)
         models = build_models(args, specs, dictionary, workdir)
-        pairs = [(engine, entry) for engine in args.engine_list for entry in models]
+        pairs = [((engine, parallel), entry) for engine in args.engine_list
+                 for parallel in (args.parallel_list if engine in CT2_ENGINES else [1]) for entry in models]
         rows = [{"label": entry.spec.label, "arch": entry.spec.arch, "options": list(entry.spec.options),
-                 "engine": engine, "quantization": args.quantization if engine in CT2_ENGINES else None,
+                 "engine": engine, "parallel_batches": parallel,
+                 "quantization": args.quantization if engine in CT2_ENGINES else None,
                  "unique_parameters": entry.unique_parameters,
                  "stored_parameters": entry.stored_parameters.get(engine, entry.unique_parameters),
-                 "disk_bytes": entry.disk_bytes.get(engine), "modes": {}} for engine, entry in pairs]
-        translators = [entry.translators[engine] for engine, entry in pairs]
+                 "disk_bytes": entry.disk_bytes.get(engine), "modes": {}} for (engine, parallel), entry in pairs]
+        translators = [entry.translators[key] for key, entry in pairs]
         steps = len(all_modes) * len(translators) * (args.repeats + args.warmup)
         with tqdm(total=steps, desc="decode", unit="pass", file=sys.stderr, mininterval=2.0) as bar:
             for mode in all_modes:
@@ -482,7 +498,7 @@ def run(args: argparse.Namespace, specs: Sequence[ModelSpec] | None = None) -> d
                     row["modes"][mode.name] = {"batch_size": mode.batch_size, "beam": mode.beam,
                                                **speed_figures(result)}
                 logger.info("%s: %s", mode.name, ", ".join(
-                    f"{row['label']} ({row['engine']}) {row['modes'][mode.name]['tokens_per_second']:.0f} tok/s"
+                    f"{row['label']} ({engine_label(row)}) {row['modes'][mode.name]['tokens_per_second']:.0f} tok/s"
                     for row in rows))
         add_ratios(rows, [m.name for m in all_modes])
         profiled = []
@@ -502,7 +518,8 @@ def settings(args: argparse.Namespace, dictionary: Any, source_path: Path) -> di
     """The options that shape the figures, for the JSON report."""
     return {"archs": args.arch_list, "dictionary": str(args.dictionary or f"counted from {args.bpe_dir}"),
             "dictionary_size": len(dictionary), "source_text": str(source_path), "output_length": args.output_length,
-            "engines": args.engine_list, "quantization": args.quantization, "repeats": args.repeats,
+            "engines": args.engine_list, "ct2_parallel_batches": args.parallel_list,
+            "quantization": args.quantization, "repeats": args.repeats,
             "shortlist_bitext": str(shortlist_prefix(args))
             if "ctranslate2-shortlist" in args.engine_list else None,
             "shortlist_per_token": args.shortlist_per_token or "the export's default",
@@ -532,9 +549,12 @@ def speed_table(report: dict) -> str:
 
 
 def engine_label(row: dict) -> str:
-    """``fairseq``, ``CTranslate2 int8`` (with the weight type) or ``CTranslate2 int8 + shortlist``."""
+    """``fairseq``, ``CTranslate2 int8`` (with the weight type) or ``CTranslate2 int8 + shortlist``; with
+    ``, 2 parallel batches`` when each batch was decoded in that many parts side by side."""
     label = f"{ENGINE_NAMES[row['engine']]} {row['quantization'] or ''}".strip()
-    return label + " + shortlist" if row["engine"] == "ctranslate2-shortlist" else label
+    label += " + shortlist" if row["engine"] == "ctranslate2-shortlist" else ""
+    parallel = row.get("parallel_batches", 1)
+    return label + (f", {parallel} parallel batches" if parallel > 1 else "")
 
 
 def profile_table(rows: Sequence[dict]) -> str:

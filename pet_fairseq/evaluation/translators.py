@@ -128,16 +128,22 @@ class CTranslate2Translator:
     2-core machine fairseq decoded up to 30 % slower beside CTranslate2 translators). Each
     :meth:`translate` sends the batch as one JSON line and reads the hypotheses back (well under 1 %
     of a batch's decoding time). ``use_vmap``: restrict each batch's output vocabulary to the shortlist
-    stored in the model (engine ``ctranslate2-shortlist``). :meth:`close` ends the process.
+    stored in the model (engine ``ctranslate2-shortlist``). ``parallel_batches``: decode each batch as that
+    many parts side by side, on ``threads / parallel_batches`` threads each
+    (:func:`pet_fairseq.evaluation.ct2_worker.load_translator`). :meth:`close` ends the process.
     """
 
     def __init__(self, label: str, model_dir: str, source_dictionary: Any, target_dictionary: Any, threads: int,
-                 use_vmap: bool = False) -> None:
+                 use_vmap: bool = False, parallel_batches: int = 1) -> None:
         import importlib.util
 
         if importlib.util.find_spec("ctranslate2") is None:
             raise EvaluationError("the ctranslate2 package is not installed: pip install -e '.[ctranslate2]'")
+        if parallel_batches < 1 or threads % parallel_batches:
+            raise EvaluationError(f"{label}: {parallel_batches} parallel batches cannot share {threads} threads "
+                                  "evenly; choose a divisor of the thread count")
         self.label = label
+        self.parallel_batches = parallel_batches
         self.engine = "ctranslate2-shortlist" if use_vmap else "ctranslate2"
         self.use_vmap = use_vmap
         self.model_dir = str(model_dir)
@@ -146,7 +152,7 @@ class CTranslate2Translator:
         self.target_unk = target_dictionary.unk()
         worker = Path(__file__).resolve().parent / "ct2_worker.py"
         self._process = subprocess.Popen([sys.executable, "-P", str(worker), "--serve", self.model_dir, "--threads",
-                                          str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                          str(threads), "--parallel-batches", str(parallel_batches)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if not self._process.stdout.readline():
             raise EvaluationError(f"{label}: the CTranslate2 worker could not load {self.model_dir} "
                                   f"(exit code {self._process.wait()}; its error is above)")

@@ -318,11 +318,12 @@ def pet_deep_shallow_iwslt_de_en(args) -> None:
 
     Chosen by measurement against 6+2 (:func:`pet_deep_shallow2_iwslt_de_en`) and 12+1
     (:func:`pet_deep12_shallow_iwslt_de_en`) plans: it is the fastest in both engines
-    (``scripts/benchmark_speed.sh`` at these sizes, beam 5, batch 64: ×4.95 the fairseq
-    ``transformer_iwslt_de_en`` teacher's tokens/s in fairseq, ×11.6 after CTranslate2 int8 export,
-    ×14.5 with a vocabulary shortlist; ``pet_iwslt_de_en`` ×3.0 / ×4.9 / ×5.9), and it pays for that in
-    BLEU: distilled with the study's recipe on Multi30k for 300 updates it scores 1.95 below the PET
-    student (two seeds; README, "Deep-encoder / shallow-decoder students").
+    (``scripts/benchmark_speed.sh`` at these sizes, beam 5, batch 64, one run: ×5.4 the fairseq
+    ``transformer_iwslt_de_en`` teacher's tokens/s in fairseq (×4.95 in the run before, so ×5 is within
+    run-to-run noise), ×13.3 after CTranslate2 int8 export, ×18.4 with two parallel batches, ×30 with
+    those and a vocabulary shortlist; ``pet_iwslt_de_en`` ×3.2 / ×5.4 / ×10.0 / ×12.7), and it pays for
+    that in BLEU: distilled with the study's recipe on Multi30k for 300 updates it scores 1.95 below the
+    PET student (two seeds; README, "Deep-encoder / shallow-decoder students").
     """
     args.encoder_layer_plan = getattr(args, "encoder_layer_plan", "0,1,0~,1~,0,1")
     args.decoder_layer_plan = getattr(args, "decoder_layer_plan", "0")
@@ -336,8 +337,8 @@ def pet_deep12_shallow_iwslt_de_en(args) -> None:
     As :func:`pet_deep_shallow_iwslt_de_en` with encoder ``0,1,2,0~,1~,2~,0,1,2,0~,1~,2~`` (3 unique
     layers applied 12 times; 8.69 M unique parameters with the 9,912-entry IWSLT'14 dictionary), the
     depth Kasai et al. found to match a 6+6 teacher with one decoder layer after full training. In
-    this project's measurements it lost on both counts to the 6+1 student: slower (×4.5 the fairseq
-    teacher's tokens/s in fairseq, ×10.3 in CTranslate2 int8; 6+1: ×4.95 / ×11.6) and 0.73 BLEU
+    this project's measurements it lost on both counts to the 6+1 student: slower (×4.9 the fairseq
+    teacher's tokens/s in fairseq, ×11.4 in CTranslate2 int8; 6+1: ×5.4 / ×13.3) and 0.73 BLEU
     lower on Multi30k after 300 distillation updates (same seed), where a deeper shared stack has little time
     to train. Kept for budgets long enough to test Kasai et al.'s claim.
     """
@@ -351,8 +352,8 @@ def pet_deep_shallow2_iwslt_de_en(args) -> None:
 
     The same unique parameters as the 6+1 student; the second application swaps the layer's Q/K
     projections as PET does, so the decoder gets two depths of computation for one layer's weights,
-    at the decode time of a two-layer decoder. Between PET and 6+1 on both counts: ×4.0 the fairseq
-    teacher's tokens/s in fairseq and ×8.2 in CTranslate2 int8 (6+1: ×4.95 / ×11.6), 1.49 BLEU below
+    at the decode time of a two-layer decoder. Between PET and 6+1 on both counts: ×4.4 the fairseq
+    teacher's tokens/s in fairseq and ×8.2 in CTranslate2 int8 (6+1: ×5.4 / ×13.3), 1.49 BLEU below
     the PET student on Multi30k after 300 distillation updates (6+1: 1.95; one seed).
     """
     args.decoder_layer_plan = getattr(args, "decoder_layer_plan", "0,0~")

@@ -53,8 +53,12 @@ class CTranslate2Model:
 
 def load_ctranslate2_model(model_dir: Path, data_bin: Optional[Path], source_lang: Optional[str],
                            target_lang: Optional[str], device: str, threads: int, beam: int, max_len_a: float,
-                           max_len_b: int, batch_size: int) -> tuple[CTranslate2Model, Path, tuple[str, str]]:
+                           max_len_b: int, batch_size: int,
+                           parallel_batches: int = 1) -> tuple[CTranslate2Model, Path, tuple[str, str]]:
     """Load a CTranslate2 model directory; ``data_bin`` defaults to the one recorded at export.
+
+    ``parallel_batches``: decode each batch as that many parts side by side on ``threads / parallel_batches``
+    threads each (:func:`pet_fairseq.evaluation.ct2_worker.load_translator`).
 
     Returns the model, the data-bin (where the recipe is) and the (source, target) languages:
     the options, else those recorded at export, else the data-bin's only pair.
@@ -71,7 +75,11 @@ def load_ctranslate2_model(model_dir: Path, data_bin: Optional[Path], source_lan
     check_vocabularies(model_dir, data_bin, *langs)
     if device.split(":")[0] not in ("cpu", "cuda"):
         raise TranslateError(f"--device {device}: CTranslate2 models run on cpu or cuda")
-    translator = ct2_worker.load_translator(str(model_dir), threads, device.split(":")[0])
+    try:
+        translator = ct2_worker.load_translator(str(model_dir), threads, device.split(":")[0],
+                                                parallel_batches=parallel_batches)
+    except ValueError as exc:
+        raise TranslateError(f"--parallel-batches {parallel_batches} with --threads {threads}: {exc}") from exc
     model = CTranslate2Model(translator, source_positions(model_dir) - 1, beam, max_len_a, max_len_b, batch_size,
                              use_vmap=has_shortlist(model_dir))
     return model, data_bin, langs

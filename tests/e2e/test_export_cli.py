@@ -162,15 +162,18 @@ def test_a_shortlist_from_the_training_bitext_travels_with_the_model_into_every_
     assert (model / "vmap.txt").read_text(encoding="utf-8") == vmap.read_text(encoding="utf-8")
     scores = {}
     for name, directory, extra in (("shortlist", model, []), ("whole", model, ["--no-shortlist"]),
-                                   ("plain", ct2_models / "int8", [])):
+                                   ("plain", ct2_models / "int8", []),
+                                   ("plain-in-parts", ct2_models / "int8", ["--threads", "2", "--parallel-batches", "2"])):
         log = export("translate", str(directory), "--data-bin", str(multi30k_bin), "--output",
                      str(tmp_path / f"{name}.txt"), *LIMITS, *extra)
         assert ("with the model's vocabulary shortlist" in log) == (name == "shortlist"), log[-2000:]
         scores[name] = float(re.search(r"BLEU \(sacrebleu detok\) = (\d+\.\d+)", log).group(1))
     assert (tmp_path / "whole.txt").read_text() == (tmp_path / "plain.txt").read_text()
+    assert (tmp_path / "plain-in-parts.txt").read_text() == (tmp_path / "plain.txt").read_text()
     assert scores["whole"] == scores["plain"] and abs(scores["shortlist"] - scores["plain"]) <= 1.0
     out = tmp_path / "compare"
-    run([sys.executable, "-m", "pet_fairseq.evaluation.compare", "--data-bin", str(multi30k_bin), "--threads", "1",
+    run([sys.executable, "-m", "pet_fairseq.evaluation.compare", "--data-bin", str(multi30k_bin), "--threads", "2",
+         "--ct2-parallel-batches", "2",
          "--batch-size", "32", *LIMITS, "--repeats", "1", "--max-sentences", "20", "--labels", "plain,shortlist",
          "--out-dir", str(out), str(ct2_models / "int8"), str(model)])
     plain_row, shortlist_row = json.loads((out / "report.json").read_text())["models"]

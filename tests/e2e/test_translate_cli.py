@@ -143,3 +143,6 @@ def test_a_ctranslate2_export_translates_the_same_lines(student, bpe_bin, refere
     assert len(out) == 2 + len(reference) and out[0] == "" and out[1].strip()
     assert [line for line in proc.stderr.splitlines() if line.startswith("warning:")][0].startswith("warning: line 2: ")
     assert out[2:] == reference  # float32 CTranslate2 decodes like fairseq
+    in_parts = translate(model_dir, "".join(line + "\n" for line in normal_lines()), "--threads", "2",
+                         "--parallel-batches", "2")
+    assert in_parts.stdout.splitlines() == reference  # two half-batches side by side, the same hypotheses
