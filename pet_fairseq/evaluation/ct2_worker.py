@@ -136,6 +136,8 @@ def search(translator, source: List[List[str]], beam: int, max_len: int, min_len
 
     A translator loaded with ``parallel_batches`` P > 1 (:func:`load_translator`) gets the batch cut into P
     length-sorted parts of at most ``ceil(len(source) / P)`` sentences, which its P workers decode at once.
+    The hypotheses are those of the whole batch, except with ``use_vmap``: a shortlist's candidate set is
+    the union over what is decoded together, so each part gets a smaller one of its own.
     """
     return translator.translate_batch(source, beam_size=beam, num_hypotheses=1, max_input_length=0,
                                       min_decoding_length=min_len, max_decoding_length=max_len, use_vmap=use_vmap,

@@ -178,4 +178,7 @@ def test_a_shortlist_from_the_training_bitext_travels_with_the_model_into_every_
          "--out-dir", str(out), str(ct2_models / "int8"), str(model)])
     plain_row, shortlist_row = json.loads((out / "report.json").read_text())["models"]
     assert (plain_row["backend"], shortlist_row["backend"]) == ("ctranslate2", "ctranslate2+shortlist")
-    assert shortlist_row["bleu"]["detok"] == pytest.approx(scores["shortlist"], abs=0.01)
+    # two parallel batches: the same hypotheses without a shortlist; with one, each half-batch gets its own
+    # candidate union, so the shortlisted output may differ a little from whole-batch decoding
+    assert plain_row["bleu"]["detok"] == pytest.approx(scores["plain"], abs=0.01)
+    assert abs(shortlist_row["bleu"]["detok"] - scores["plain"]) <= 1.0
