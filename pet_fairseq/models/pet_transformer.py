@@ -319,11 +319,11 @@ def pet_deep_shallow_iwslt_de_en(args) -> None:
     Chosen by measurement against 6+2 (:func:`pet_deep_shallow2_iwslt_de_en`) and 12+1
     (:func:`pet_deep12_shallow_iwslt_de_en`) plans: it is the fastest in both engines
     (``scripts/benchmark_speed.sh`` at these sizes, beam 5, batch 64, one run: ×5.4 the fairseq
-    ``transformer_iwslt_de_en`` teacher's tokens/s in fairseq (×4.95 in the run before, so ×5 is within
-    run-to-run noise), ×13.3 after CTranslate2 int8 export, ×18.4 with two parallel batches, ×30 with
-    those and a vocabulary shortlist; ``pet_iwslt_de_en`` ×3.2 / ×5.4 / ×10.0 / ×12.7), and it pays for
-    that in BLEU: distilled with the study's recipe on Multi30k for 300 updates it scores 1.95 below the
-    PET student (two seeds; README, "Deep-encoder / shallow-decoder students").
+    ``transformer_iwslt_de_en`` teacher's tokens/s in fairseq (×5.3 and ×5.6 in two repeats, ×4.95 in an
+    earlier run: ×5 is within run-to-run noise), ×13.3 after CTranslate2 int8 export, ×18.4 with two
+    parallel batches, ×30 with those and a vocabulary shortlist; ``pet_iwslt_de_en`` ×3.2 / ×5.4 / ×10.0 /
+    ×12.7), and it pays for that in BLEU: distilled with the study's recipe on Multi30k for 300 updates
+    it scores 1.95 below the PET student (two seeds; README, "Deep-encoder / shallow-decoder students").
     """
     args.encoder_layer_plan = getattr(args, "encoder_layer_plan", "0,1,0~,1~,0,1")
     args.decoder_layer_plan = getattr(args, "decoder_layer_plan", "0")

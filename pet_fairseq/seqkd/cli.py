@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-shards", action="store_true", help="keep the work folder after merging")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--parallel-batches", type=int, default=1,
+                   help="--engine ctranslate2: decode each batch as this many parts side by side, each on threads / N "
+                        "threads; same hypotheses, faster on small CPUs (default: 1)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     return p
 
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if todo:
         decoder = load_teacher_decoder(args.engine, args.teacher, split, DecodeOptions(args.beam, args.lenpen, args.max_len_a, args.max_len_b),
                                        work / f"ct2-{args.compute_type}-{prints['teacher_sha256'][:12]}",
-                                       args.compute_type, args.device, args.threads)
+                                       args.compute_type, args.device, args.threads, args.parallel_batches)
         total = sum(len(shard_range(len(split), args.num_shards, s)) for s in todo)
         with tqdm(total=total, unit="sent", desc=f"seq-KD {args.engine} beam {args.beam}", file=sys.stderr) as progress:
             for shard_id in todo:

@@ -88,17 +88,27 @@ class FairseqTeacher:
 
 
 class CTranslate2Teacher:
-    """The teacher converted to CTranslate2 (once, into ``model_dir``), decoded with ``translate_batch``."""
+    """The teacher converted to CTranslate2 (once, into ``model_dir``), decoded with ``translate_batch``.
+
+    ``parallel_batches``: decode each batch as that many parts side by side, one thread-share each
+    (:func:`pet_fairseq.evaluation.ct2_worker.load_translator`); the hypotheses do not change.
+    """
 
     def __init__(self, teacher: Path, split: Split, options: DecodeOptions, model_dir: Path,
-                 compute_type: str = "float32", device: str = "cpu", threads: int = 0) -> None:
+                 compute_type: str = "float32", device: str = "cpu", threads: int = 0,
+                 parallel_batches: int = 1) -> None:
         from pet_fairseq.export.ctranslate2 import convert
 
         if not (model_dir / "model.bin").is_file():
             logger.info("converting the teacher to CTranslate2 (%s) in %s", compute_type, model_dir)
             convert(teacher, model_dir, quantization=compute_type, data_bin=split.data_bin,
                     source_lang=split.src, target_lang=split.tgt, force=True)
-        self.translator = ct2_worker.load_translator(str(model_dir), threads or torch.get_num_threads(), device)
+        threads = threads or torch.get_num_threads()
+        try:
+            self.translator = ct2_worker.load_translator(str(model_dir), threads, device,
+                                                         parallel_batches=parallel_batches)
+        except ValueError as exc:
+            raise SeqKDError(f"--parallel-batches {parallel_batches} with {threads} threads: {exc}") from exc
         self.options, self.split = options, split
 
     def decode(self, sources: List[List[int]]) -> List[Hypothesis]:
@@ -107,6 +117,7 @@ class CTranslate2Teacher:
         results = self.translator.translate_batch(
             [[src_dict[i] for i in s] for s in sources], beam_size=self.options.beam, num_hypotheses=1,
             length_penalty=self.options.lenpen, max_input_length=0, max_decoding_length=limit,
+            max_batch_size=ct2_worker.part_size(len(sources), self.translator),
         )
         out = []
         for result in results:
@@ -116,10 +127,13 @@ class CTranslate2Teacher:
 
 
 def load_teacher_decoder(engine: str, teacher: Path, split: Split, options: DecodeOptions, ct2_dir: Path,
-                         compute_type: str, device: str, threads: int) -> TeacherDecoder:
+                         compute_type: str, device: str, threads: int, parallel_batches: int = 1) -> TeacherDecoder:
     """The decoder of ``engine`` (``fairseq`` or ``ctranslate2``; the latter converted into ``ct2_dir``)."""
     if engine == "fairseq":
+        if parallel_batches != 1:
+            raise SeqKDError("--parallel-batches applies to --engine ctranslate2; fairseq uses --threads inside "
+                             "each batch")
         return FairseqTeacher(teacher, split, options, device)
     if engine == "ctranslate2":
-        return CTranslate2Teacher(teacher, split, options, ct2_dir, compute_type, device, threads)
+        return CTranslate2Teacher(teacher, split, options, ct2_dir, compute_type, device, threads, parallel_batches)
     raise SeqKDError(f"--engine must be fairseq or ctranslate2, not {engine!r}")

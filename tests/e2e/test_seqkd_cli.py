@@ -98,6 +98,10 @@ def test_ctranslate2_float32_engine_agrees_with_fairseq(multi30k_bin, tiny_teach
     ours, reference = targets(out), targets(straight[0])
     same = sum(a == b for a, b in zip(ours, reference))
     assert len(ours) == 100 and same >= 95, f"only {same}/100 hypotheses equal fairseq's"
+    in_parts = tmp_path / "ct2-parallel"
+    seqkd(multi30k_bin, tiny_teacher, in_parts, "--num-shards", "3", "--degenerate", "keep", "--engine", "ctranslate2",
+          "--threads", "2", "--parallel-batches", "2")
+    assert targets(in_parts) == ours  # two half-batches side by side: the same corpus
 
 
 def test_bad_inputs_fail_with_a_clear_message(multi30k_bin, tiny_teacher, tmp_path):
@@ -106,6 +110,10 @@ def test_bad_inputs_fail_with_a_clear_message(multi30k_bin, tiny_teacher, tmp_pa
         (["--teacher", str(tmp_path / "nope.pt")], "does not exist"),
         (["--teacher", str(tiny_teacher), "--split", "dev"], "lacks dev.de-en.de.bin"),
         (["--teacher", str(tiny_teacher), "--shard-id", "5", "--num-shards", "2"], "--shard-id must be in 0..1"),
+        (["--teacher", str(tiny_teacher), "--engine", "fairseq", "--parallel-batches", "2"],
+         "--parallel-batches applies to --engine ctranslate2"),
+        (["--teacher", str(tiny_teacher), "--engine", "ctranslate2", "--threads", "2", "--parallel-batches", "3"],
+         "3 parallel batches cannot share 2 threads evenly"),
     ]
     for extra, message in cases:
         proc = subprocess.run(base + extra, capture_output=True, text=True)
