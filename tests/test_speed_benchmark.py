@@ -182,7 +182,7 @@ def test_bad_arguments_are_clear_errors(corpus, capsys):
          "/nonexistent/train.de, /nonexistent/train.en not found; pass --shortlist-bitext PREFIX"),
         (["--archs", "pet_iwslt_de_en", "--dictionary", str(corpus[0])], "may not match it: pass --shortlist-bitext"),
         (["--archs", "pet_iwslt_de_en", "--threads", "2", "--ct2-parallel-batches", "1,3"],
-         "3 parallel batches cannot share --threads 2 evenly"),
+         "--ct2-parallel-batches 1,3 with --threads 2: 3 parallel batches cannot share 2 threads evenly"),
         (["--archs", "pet_iwslt_de_en", "--ct2-parallel-batches", "0"], "whole numbers >= 1"),
     ]:
         with pytest.raises(SystemExit):

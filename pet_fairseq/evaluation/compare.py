@@ -22,6 +22,7 @@ import torch
 from pet_fairseq.evaluation import report
 from pet_fairseq.evaluation.checkpoint import read_checkpoint, save_inference_state
 from pet_fairseq.evaluation.checks import check_dictionaries, check_subset, resolve_languages
+from pet_fairseq.evaluation.ct2_worker import check_parallel_batches
 from pet_fairseq.evaluation.environment import describe_environment
 from pet_fairseq.evaluation.errors import EvaluationError
 from pet_fairseq.evaluation.jobs import file_stem, make_job, score
@@ -158,9 +159,10 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--device {args.device}: CUDA is not available")
     if min(args.repeats, args.threads, args.beam) < 1 or args.warmup < 0:
         parser.error("--repeats, --threads and --beam must be >= 1, --warmup >= 0")
-    if args.ct2_parallel_batches < 1 or args.threads % args.ct2_parallel_batches:
-        parser.error(f"--ct2-parallel-batches {args.ct2_parallel_batches} cannot share --threads {args.threads} evenly: "
-                     "choose a divisor of the thread count")
+    try:
+        check_parallel_batches(args.ct2_parallel_batches, args.threads)
+    except ValueError as exc:
+        parser.error(f"--ct2-parallel-batches {args.ct2_parallel_batches} with --threads {args.threads}: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -130,9 +130,10 @@ def max_decoding_length(batch_lengths: Sequence[int], max_len_a: float, max_len_
 
 
 def search(translator, source: List[List[str]], beam: int, max_len: int, min_len: int = 1, use_vmap: bool = False,
-           scores: bool = False):
+           scores: bool = False, length_penalty: float = 1.0):
     """CTranslate2 beam search of one batch, as every decoder here runs it: the best hypothesis only, sources
-    never truncated (fairseq does not truncate them), ``min_len``-``max_len`` tokens before EOS.
+    never truncated (fairseq does not truncate them), ``min_len``-``max_len`` tokens before EOS, scores
+    normalised by length ** ``length_penalty`` (fairseq's ``--lenpen``).
 
     A translator loaded with ``parallel_batches`` P > 1 (:func:`load_translator`) gets the batch cut into P
     length-sorted parts of at most ``ceil(len(source) / P)`` sentences, which its P workers decode at once.
@@ -141,13 +142,21 @@ def search(translator, source: List[List[str]], beam: int, max_len: int, min_len
     """
     return translator.translate_batch(source, beam_size=beam, num_hypotheses=1, max_input_length=0,
                                       min_decoding_length=min_len, max_decoding_length=max_len, use_vmap=use_vmap,
-                                      return_scores=scores, max_batch_size=part_size(len(source), translator))
+                                      return_scores=scores, length_penalty=length_penalty,
+                                      max_batch_size=part_size(len(source), translator))
 
 
 def part_size(sentences: int, translator) -> int:
     """``max_batch_size`` that splits ``sentences`` evenly over the translator's workers (0: no split)."""
     workers = translator.num_translators
     return 0 if workers == 1 else -(-sentences // workers)
+
+
+def check_parallel_batches(parallel_batches: int, threads: int) -> None:
+    """A ``ValueError`` unless ``parallel_batches`` workers can share ``threads`` evenly (at least one each)."""
+    if parallel_batches < 1 or threads % parallel_batches:
+        raise ValueError(f"{parallel_batches} parallel batches cannot share {threads} threads evenly: choose a "
+                         "divisor of the thread count (each parallel batch needs at least one thread)")
 
 
 def translate(translator, sources: List[List[str]], batches: List[List[int]], beam: int, max_len_a: float,
@@ -176,9 +185,7 @@ def load_translator(model_dir: str, threads: int, device: str = "cpu", compute_t
     students and teacher ×1.4-2.2 faster than one 2-thread worker, and a single sentence decoded on one
     thread took 5 ms instead of 111 ms on two (6+1 student, shortlist; README, "Decode speed").
     """
-    if parallel_batches < 1 or threads % parallel_batches:
-        raise ValueError(f"{parallel_batches} parallel batches cannot share {threads} threads evenly: choose a "
-                         "divisor of the thread count (each parallel batch needs at least one thread)")
+    check_parallel_batches(parallel_batches, threads)
     import ctranslate2
 
     return ctranslate2.Translator(model_dir, device=device, compute_type=compute_type, inter_threads=parallel_batches,

@@ -46,6 +46,7 @@ from typing import Any, Sequence
 import torch
 from tqdm import tqdm
 
+from pet_fairseq.evaluation.ct2_worker import check_parallel_batches
 from pet_fairseq.evaluation.errors import EvaluationError
 from pet_fairseq.evaluation.report import write_benchmark_json
 from pet_fairseq.evaluation.runner import PACKAGE_ROOT, run_streaming
@@ -197,10 +198,11 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--engines {args.engines!r}: choose from {', '.join(ENGINES)}")
     if min(args.sentences, args.batch_size, args.repeats, args.threads) < 1 or args.warmup < 0:
         parser.error("--sentences, --batch-size, --repeats and --threads must be >= 1, --warmup >= 0")
-    uneven = [n for n in args.parallel_list if args.threads % n]
-    if uneven:
-        parser.error(f"--ct2-parallel-batches {args.ct2_parallel_batches}: {uneven[0]} parallel batches cannot share "
-                     f"--threads {args.threads} evenly; choose divisors of the thread count")
+    try:
+        for parallel in args.parallel_list:
+            check_parallel_batches(parallel, args.threads)
+    except ValueError as exc:
+        parser.error(f"--ct2-parallel-batches {args.ct2_parallel_batches} with --threads {args.threads}: {exc}")
     if len(set(args.parallel_list)) != len(args.parallel_list):
         parser.error(f"--ct2-parallel-batches {args.ct2_parallel_batches} lists a value twice")
     if args.shortlist_per_token is not None and args.shortlist_per_token < 1:

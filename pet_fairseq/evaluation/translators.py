@@ -23,6 +23,7 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
+from pet_fairseq.evaluation.ct2_worker import check_parallel_batches
 from pet_fairseq.evaluation.errors import EvaluationError
 
 #: a batch of sentences as token ids of the source dictionary, without EOS
@@ -139,11 +140,11 @@ class CTranslate2Translator:
 
         if importlib.util.find_spec("ctranslate2") is None:
             raise EvaluationError("the ctranslate2 package is not installed: pip install -e '.[ctranslate2]'")
-        if parallel_batches < 1 or threads % parallel_batches:
-            raise EvaluationError(f"{label}: {parallel_batches} parallel batches cannot share {threads} threads "
-                                  "evenly; choose a divisor of the thread count")
+        try:
+            check_parallel_batches(parallel_batches, threads)
+        except ValueError as exc:
+            raise EvaluationError(f"{label}: {exc}") from exc
         self.label = label
-        self.parallel_batches = parallel_batches
         self.engine = "ctranslate2-shortlist" if use_vmap else "ctranslate2"
         self.use_vmap = use_vmap
         self.model_dir = str(model_dir)

@@ -114,11 +114,8 @@ class CTranslate2Teacher:
     def decode(self, sources: List[List[int]]) -> List[Hypothesis]:
         src_dict, tgt_dict = self.split.src_dict, self.split.tgt_dict
         limit = self.options.limit([len(s) for s in sources])
-        results = self.translator.translate_batch(
-            [[src_dict[i] for i in s] for s in sources], beam_size=self.options.beam, num_hypotheses=1,
-            length_penalty=self.options.lenpen, max_input_length=0, max_decoding_length=limit,
-            max_batch_size=ct2_worker.part_size(len(sources), self.translator),
-        )
+        results = ct2_worker.search(self.translator, [[src_dict[i] for i in s] for s in sources], self.options.beam,
+                                    limit, length_penalty=self.options.lenpen)
         out = []
         for result in results:
             ids = [tgt_dict.index(token) for token in result.hypotheses[0]]
