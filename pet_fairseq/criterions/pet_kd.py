@@ -15,6 +15,14 @@ Defaults (α 0.5, τ 1, β 2 with the ``auto`` layer maps, no warm-up phase) are
 distillation study in the README (Multi30k, 300 student updates); the paper's α 0.1, τ 10, β 50 and
 its warm-up lost there and remain options.
 
+With ``--teacher-cache`` (offline word-level KD, :mod:`pet_fairseq.core.teacher_cache`) training
+batches read the teacher's top-k tokens and log-probabilities instead of running the teacher. The
+teacher's mass outside its top-k is dropped and the kept part renormalised: the KL term uses
+q = softmax(log p^T_topk / τ) over the k cached tokens against the student's full-vocabulary
+log-probabilities at those tokens (:func:`kd_topk_kl_loss`), which equals the online term when k
+covers the vocabulary. The intermediate loss needs the teacher's hidden states, which are not
+cached, so it must be off (``--inter-beta 0``). Validation runs the teacher online as before.
+
 PET's warm-up as a phase of the same run: for the first ``⌊f · max_update⌋`` updates
 (``--warmup-fraction f``) the loss is the warm-up loss of :mod:`pet_fairseq.criterions.pet_warmup`
 on the teacher's simplified targets instead of L, so warm-up and KD share one budget, one
@@ -39,7 +47,7 @@ from torch import Tensor, nn
 
 from pet_fairseq.criterions.pet_warmup import warmup_loss
 from pet_fairseq.tasks.distillation import DistillationTask, ModelOutputs, forward_with_states, stack_shape
-from pet_fairseq.tasks.warmup import simplified_targets
+from pet_fairseq.tasks.warmup import simplified_labels, simplified_targets
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +124,20 @@ def kd_kl_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, tem
     return kl.masked_fill(~mask, 0.0).sum()
 
 
+def kd_topk_kl_loss(student_logits: Tensor, teacher_tokens: Tensor, teacher_logprobs: Tensor, mask: Tensor,
+                    temperature: float) -> Tensor:
+    """Σ over positions where ``mask`` of KL(q ‖ softmax(z^S/τ)) with q the teacher's renormalised top-k.
+
+    ``teacher_tokens``/``teacher_logprobs`` (B x T x k) are the teacher's k most probable tokens and
+    their log-probabilities at τ = 1; q = softmax(log p^T / τ) over those k (the mass outside them is
+    dropped). The student's log-probabilities are over the whole vocabulary, gathered at the k tokens.
+    """
+    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1).gather(-1, teacher_tokens)
+    log_q = F.log_softmax(teacher_logprobs.float() / temperature, dim=-1)
+    kl = (log_q.exp() * (log_q - log_p_student)).sum(dim=-1)
+    return kl.masked_fill(~mask, 0.0).sum()
+
+
 def hidden_state_loss(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
     """Σ over positions where ``mask`` (T x B) of the mean squared error of layer-normalised states."""
     s = F.layer_norm(student.float(), student.shape[-1:])
@@ -180,6 +202,10 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
             raise ValueError(f"need 0 <= --kd-alpha <= 1, --kd-temperature > 0, --inter-beta >= 0 "
                              f"(got {kd_alpha}, {kd_temperature}, {inter_beta})")
         self.alpha, self.temperature, self.beta = kd_alpha, kd_temperature, inter_beta
+        if task.cfg.teacher_cache and inter_beta > 0:
+            raise ValueError(f"--teacher-cache replaces the teacher's forward pass, but the intermediate-layer loss "
+                             f"(--inter-beta {inter_beta}) needs the teacher's hidden states: pass --inter-beta 0, or "
+                             "drop --teacher-cache to run the teacher online")
         teacher, student = stack_shape(task.teacher), task.student_shape
         if inter_beta == 0:  # no intermediate loss: no pairs, so no projections to train or save
             if any(m.strip() not in ("", AUTO_LAYER_MAP) for m in (encoder_layer_map, decoder_layer_map)):
@@ -205,11 +231,16 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
         if self.in_warmup:
             return self.warmup_forward(model, sample, reduce)
         student = forward_with_states(model, sample["net_input"])
-        teacher = self.task.teacher_outputs(model, sample)
         ce_loss, nll_loss = self.compute_loss(model, student.net_output, sample, reduce=reduce)
         target_mask = model.get_targets(sample, student.net_output).ne(self.padding_idx)
-        kd_loss = kd_kl_loss(student.logits, teacher.logits, target_mask, self.temperature)
-        inter_loss = self.intermediate_loss(student, teacher, target_mask)
+        cached = self.task.cached_teacher(sample) if self.training else None
+        if cached is not None:
+            kd_loss = kd_topk_kl_loss(student.logits, *cached, target_mask, self.temperature)
+            inter_loss = target_mask.new_zeros((), dtype=torch.float)
+        else:
+            teacher = self.task.teacher_outputs(model, sample)
+            kd_loss = kd_kl_loss(student.logits, teacher.logits, target_mask, self.temperature)
+            inter_loss = self.intermediate_loss(student, teacher, target_mask)
         loss = (1 - self.alpha) * ce_loss + self.alpha * self.temperature**2 * kd_loss + self.beta * inter_loss
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
         logging_output = {
@@ -226,9 +257,15 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
         """The warm-up phase: cross-entropy on the teacher's simplified targets (+ λ · token CE)."""
         net_output = model(**sample["net_input"])
         lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
+        cached = self.task.cached_teacher(sample)
         with torch.no_grad():
-            teacher_logits = self.task.teacher_outputs(model, sample).logits
-        labels = simplified_targets(teacher_logits, sample["target"], self.confidence_threshold).reshape(-1)
+            if cached is not None:
+                tokens, logprobs = cached
+                labels = simplified_labels(logprobs[..., 0].exp(), tokens[..., 0], sample["target"],
+                                           self.confidence_threshold).reshape(-1)
+            else:
+                teacher_logits = self.task.teacher_outputs(model, sample).logits
+                labels = simplified_targets(teacher_logits, sample["target"], self.confidence_threshold).reshape(-1)
         mask = target.ne(self.padding_idx)
         simplified = warmup_loss(lprobs, target, labels, mask, self.warmup_smoothing)
         ce_loss, nll_loss = self.compute_loss(model, net_output, sample, reduce=reduce)

@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List, NamedTuple, Optional, Tuple
 
 import torch
@@ -24,6 +25,8 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import OmegaConf, open_dict
 from torch import Tensor, nn
+
+from pet_fairseq.core.teacher_cache import TeacherCache
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +108,13 @@ class DistillationConfig(TranslationConfig):
                           "--bf16, else fp32); fp16/bf16 keep a half-precision teacher (half the memory) while the "
                           "student trains in fp32; losses are computed in fp32 either way"},
     )
+    teacher_cache: str = field(
+        default="",
+        metadata={"help": "folder of the teacher's cached top-k distributions on the training split (python -m "
+                          "pet_fairseq.kdcache): training batches read it instead of running the teacher; it must "
+                          "have been made from --teacher-path and this data-bin (checked). Validation still runs "
+                          "the teacher"},
+    )
 
 
 @register_task("pet_distillation", dataclass=DistillationConfig)
@@ -117,6 +127,7 @@ class DistillationTask(TranslationTask):
         super().__init__(cfg, src_dict, tgt_dict)
         self.teacher: Optional[nn.Module] = None
         self.student_shape: Optional[StackShape] = None
+        self._cache: Optional[TeacherCache] = None
 
     @classmethod
     def setup_task(cls, cfg: DistillationConfig, **kwargs):
@@ -131,7 +142,35 @@ class DistillationTask(TranslationTask):
         self.student_shape = stack_shape(model)
         if not from_checkpoint:
             self.teacher = self.load_teacher(self.cfg.teacher_path)
+            if self.cache is not None:
+                self.cache.check(Path(self.cfg.teacher_path), Path(self.cfg.data.split(os.pathsep)[0]),
+                                 self.cfg.source_lang, self.cfg.target_lang, len(self.tgt_dict))
+                logger.info(f"teacher cache {self.cache.path}: top-{self.cache.k} of the teacher on the "
+                            f"{self.cache.split} split; training batches read it instead of running the teacher")
         return model
+
+    @property
+    def cache(self) -> Optional[TeacherCache]:
+        """The ``--teacher-cache`` folder, opened on first use (None without the option)."""
+        if self._cache is None and self.cfg.teacher_cache:
+            self._cache = TeacherCache.open(Path(self.cfg.teacher_cache))
+        return self._cache
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        """fairseq's translation split; the cached split must have exactly the cache's sentences."""
+        super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
+        if self.cache is not None and split == self.cache.split:
+            self.cache.check_lengths(self.datasets[split].tgt_sizes)
+
+    def cached_teacher(self, sample: dict) -> Optional[Tuple[Tensor, Tensor]]:
+        """The teacher's cached top-k ids and log-probabilities (B x T x k) of a training batch, or None.
+
+        None without ``--teacher-cache``. Only batches of the cached split may be asked for: the
+        criterion asks in training mode, and fairseq trains on one split.
+        """
+        if self.cache is None:
+            return None
+        return self.cache.lookup(sample["id"], sample["target"].ne(self.tgt_dict.pad()))
 
     def can_reuse_epoch_itr(self, dataset) -> bool:
         """Build each epoch's batches afresh, so that resuming reproduces a straight run exactly.

@@ -25,6 +25,11 @@ NUM_SIMPLIFIED_CLASSES = 4
 def simplified_targets(teacher_logits: Tensor, target: Tensor, confidence_threshold: float) -> Tensor:
     """The 4-way label ``2*correct + confident`` per target position (B x T, long)."""
     top_prob, top_token = teacher_logits.float().softmax(dim=-1).max(dim=-1)
+    return simplified_labels(top_prob, top_token, target, confidence_threshold)
+
+
+def simplified_labels(top_prob: Tensor, top_token: Tensor, target: Tensor, confidence_threshold: float) -> Tensor:
+    """``2*correct + confident`` from the teacher's top-1 token and its probability (B x T each)."""
     correct = top_token.eq(target)
     confident = top_prob.gt(confidence_threshold)
     return 2 * correct.long() + confident.long()

@@ -1,0 +1,184 @@
+"""``python -m pet_fairseq.kdcache``: cache a teacher's top-k distributions on a data-bin's split.
+
+    python -m pet_fairseq.kdcache DATA_BIN --teacher TEACHER.pt [--out CACHE] [--k 16] [--split train]
+        [--num-shards N] [--shard-id I]
+
+The teacher runs teacher-forced over the split, batched as fairseq batches training data, and the
+``k`` most probable tokens of every target position are stored with their log-probabilities
+(:mod:`pet_fairseq.core.teacher_cache`). Train with it through ``--task pet_distillation
+--teacher-cache CACHE --criterion pet_kd``: the KD term reads the cache instead of running the
+teacher. Without ``--shard-id`` every unfinished shard is computed in turn and all are merged; a
+rerun skips finished shards, so a killed build resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from fairseq.data import Dictionary, LanguagePairDataset, data_utils
+from tqdm import tqdm
+
+from pet_fairseq.core.files import shard_range
+from pet_fairseq.core.teacher_cache import (
+    TeacherCacheError, coverage_ks, finished_shards, fingerprint, merge, split_files, write_shard,
+)
+
+logger = logging.getLogger("pet_fairseq.kdcache")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pet_fairseq.kdcache", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("data_bin", type=Path, help="binarized data (fairseq-preprocess or seq-KD output) holding --split")
+    p.add_argument("--teacher", type=Path, required=True, help="the teacher's fairseq checkpoint (.pt)")
+    p.add_argument("--out", type=Path, default=None, help="the cache folder (default: DATA_BIN/teacher-topK)")
+    p.add_argument("--split", default="train", help="the split to cache (the one the student trains on)")
+    p.add_argument("--source-lang", default=None, help="default: the data-bin's only language pair")
+    p.add_argument("--target-lang", default=None)
+    p.add_argument("--k", type=int, default=16, help="tokens kept per position (the rest of the teacher's mass is "
+                                                     "dropped and the kept part renormalised by pet_kd)")
+    p.add_argument("--max-tokens", type=int, default=8000, help="most padded tokens per teacher batch")
+    p.add_argument("--num-shards", type=int, default=8, help="contiguous shards (the unit of resuming and splitting)")
+    p.add_argument("--shard-id", type=int, default=None, help="compute only this shard, do not merge")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--keep-shards", action="store_true", help="keep the shards after merging")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Numeric options and paths, before anything is loaded."""
+    for name, low in (("k", 1), ("max_tokens", 1), ("num_shards", 1), ("threads", 0)):
+        if getattr(args, name) < low:
+            raise TeacherCacheError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
+    if args.shard_id is not None and not 0 <= args.shard_id < args.num_shards:
+        raise TeacherCacheError(f"--shard-id must be in 0..{args.num_shards - 1}, got {args.shard_id}")
+    if not args.teacher.is_file():
+        raise TeacherCacheError(f"teacher checkpoint {args.teacher} does not exist: pass the teacher's .pt with --teacher")
+    if not args.data_bin.is_dir():
+        raise TeacherCacheError(f"data-bin {args.data_bin} is not a folder; pass the binarized data the student trains on")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise TeacherCacheError(f"--out {args.out} is a file; pass a folder for the cache")
+
+
+def language_pair(data_bin: Path, split: str) -> tuple[str, str]:
+    """The language pair of ``split`` when the data-bin holds exactly one."""
+    pairs = sorted({p.name.split(".")[1] for p in data_bin.glob(f"{split}.*-*.*.idx")})
+    if len(pairs) != 1:
+        raise TeacherCacheError(f"cannot tell the language pair of split '{split}' in {data_bin} (found: "
+                                f"{', '.join(pairs) or 'none'}); pass --source-lang and --target-lang")
+    src, tgt = pairs[0].split("-")
+    return src, tgt
+
+
+def load_dataset(data_bin: Path, split: str, src: str, tgt: str) -> LanguagePairDataset:
+    """The split as fairseq's translation task loads it for training (left-padded sources, right-padded targets)."""
+    missing = [p.name for p in split_files(data_bin, split, src, tgt) if not p.is_file()]
+    if missing:
+        raise TeacherCacheError(f"{data_bin} lacks {', '.join(missing)}; pick another --split or language pair")
+    src_dict, tgt_dict = (Dictionary.load(str(data_bin / f"dict.{lang}.txt")) for lang in (src, tgt))
+    sources = data_utils.load_indexed_dataset(str(data_bin / f"{split}.{src}-{tgt}.{src}"), src_dict)
+    targets = data_utils.load_indexed_dataset(str(data_bin / f"{split}.{src}-{tgt}.{tgt}"), tgt_dict)
+    return LanguagePairDataset(sources, sources.sizes, src_dict, targets, targets.sizes, tgt_dict,
+                               left_pad_source=True, left_pad_target=False)
+
+
+def load_teacher(teacher: Path, data_bin: Path, dataset: LanguagePairDataset, src: str, tgt: str, device: str):
+    """The teacher, checked (direction, dictionaries) and frozen exactly as ``--task pet_distillation`` loads it."""
+    from pet_fairseq.tasks.distillation import DistillationConfig, DistillationTask
+
+    task = DistillationTask(DistillationConfig(data=str(data_bin), source_lang=src, target_lang=tgt,
+                                               teacher_path=str(teacher)), dataset.src_dict, dataset.tgt_dict)
+    return task.load_teacher(str(teacher)).to(device)
+
+
+@torch.no_grad()
+def compute_shard(teacher, dataset: LanguagePairDataset, rows: range, k: int, max_tokens: int, device: str,
+                  progress: tqdm) -> tuple[np.ndarray, np.ndarray, np.ndarray, Dict[str, object]]:
+    """Lengths, top-k ids and log-probabilities of the sentences ``rows`` (in order), and the shard's record."""
+    start = time.perf_counter()
+    order = np.array(sorted(rows, key=lambda i: (dataset.src_sizes[i], dataset.tgt_sizes[i])), dtype=np.int64)
+    batches = data_utils.batch_by_size(order, dataset.num_tokens, max_tokens=max_tokens)
+    kept: Dict[int, tuple] = {}
+    ks = coverage_ks(k)
+    covered = {str(c): 0.0 for c in ks}
+    for batch in batches:
+        sample = dataset.collater([dataset[int(i)] for i in batch])
+        net_input = {key: value.to(device) for key, value in sample["net_input"].items()}
+        lprobs = torch.log_softmax(teacher(**net_input)[0].float(), dim=-1)
+        values, indices = lprobs.topk(min(k, lprobs.size(-1)), dim=-1)
+        mask = sample["target"].ne(dataset.tgt_dict.pad()).to(device)
+        cumulative = values.exp().cumsum(dim=-1)[mask]
+        for c in ks:
+            covered[str(c)] += float(cumulative[:, min(c, cumulative.size(-1)) - 1].double().sum())
+        for b, sentence in enumerate(sample["id"].tolist()):
+            length = int(mask[b].sum())
+            kept[sentence] = (indices[b, :length].cpu().numpy(), values[b, :length].cpu().numpy())
+        progress.update(len(batch))
+    lengths = np.array([len(kept[i][0]) for i in rows], dtype=np.int64)
+    tokens = np.concatenate([kept[i][0] for i in rows]) if len(rows) else np.zeros((0, k), np.int32)
+    logprobs = np.concatenate([kept[i][1] for i in rows]) if len(rows) else np.zeros((0, k), np.float16)
+    record = {"start": rows.start, "stop": rows.stop, "seconds": time.perf_counter() - start, "covered": covered}
+    return lengths, tokens, logprobs, record
+
+
+def run(args: argparse.Namespace) -> int:
+    check_args(args)
+    src, tgt = args.source_lang, args.target_lang
+    if not (src and tgt):
+        src, tgt = language_pair(args.data_bin, args.split)
+    out = args.out or args.data_bin / f"teacher-top{args.k}"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dataset = load_dataset(args.data_bin, args.split, src, tgt)
+    if args.k > len(dataset.tgt_dict):
+        raise TeacherCacheError(f"--k {args.k} exceeds the target vocabulary ({len(dataset.tgt_dict)} types)")
+    expected = fingerprint(args.teacher, args.data_bin, args.split, src, tgt, args.k, len(dataset.tgt_dict))
+    work = out / "shards"
+    work.mkdir(parents=True, exist_ok=True)
+    done = set(finished_shards(work, args.num_shards, expected))
+    wanted = [args.shard_id] if args.shard_id is not None else list(range(args.num_shards))
+    todo = [s for s in wanted if s not in done]
+    if done & set(wanted):
+        logger.info("%d of %d shards already finished in %s; computing %d", len(done & set(wanted)), len(wanted), work, len(todo))
+    if todo:
+        teacher = load_teacher(args.teacher, args.data_bin, dataset, src, tgt, args.device)
+        total = sum(len(shard_range(len(dataset), args.num_shards, s)) for s in todo)
+        with tqdm(total=total, unit="sent", desc=f"teacher top-{args.k}", file=sys.stderr, mininterval=10) as progress:
+            for shard_id in todo:
+                rows = shard_range(len(dataset), args.num_shards, shard_id)
+                lengths, tokens, logprobs, record = compute_shard(teacher, dataset, rows, args.k, args.max_tokens,
+                                                                  args.device, progress)
+                write_shard(work, shard_id, args.num_shards, lengths, tokens, logprobs, {**record, "fingerprint": expected})
+    if args.shard_id is not None:
+        logger.info("shard %d of %d finished in %s; run again without --shard-id to merge once every shard is finished",
+                    args.shard_id, args.num_shards, work)
+        return 0
+    made_from = {"teacher": str(args.teacher), "data_bin": str(args.data_bin)}
+    summary = merge(work, out, len(dataset), args.num_shards, expected, {"made_from": made_from})
+    if not args.keep_shards:
+        shutil.rmtree(work)
+    mass = summary["mean_teacher_mass_in_top_k"]
+    print(f"teacher cache: top-{args.k} of {summary['positions']:,} target positions of {summary['sentences']:,} "
+          f"{args.split} sentences -> {out}; mean teacher mass kept: "
+          f"{', '.join(f'top-{c} {100 * v:.2f} %' for c, v in mass.items())}; {summary['build_seconds']:.0f} s",
+          file=sys.stderr)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO, stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (TeacherCacheError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
