@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from pet_fairseq.study.curves import plot_curves
-from pet_fairseq.study.runner import plan_jobs, run_dir, run_jobs
+from pet_fairseq.study.runner import Job, plan_jobs, run_dir, run_jobs, wall_seconds
 from pet_fairseq.study.spec import Setup, SpecError, load_spec
 from pet_fairseq.study.table import build_rows, curves_of, evaluate, markdown
 
@@ -63,6 +63,24 @@ def check_inputs(args: argparse.Namespace) -> None:
         raise SpecError("pass --bpe-codes (the data's subword-nmt codes) so the table's BLEU is on de-BPE'd text")
 
 
+def recorded_walls(jobs: List[Job], variants) -> dict:
+    """{variant: (training seconds, corpus + cache seconds)} from the runner's records (None where missing)."""
+    by_name = {j.name: j for j in jobs}
+
+    def recorded(job: Job) -> Optional[float]:
+        try:
+            return wall_seconds(job)
+        except SpecError:
+            return None
+
+    walls = {}
+    for v in variants:
+        job = by_name[v.name]
+        paid = [recorded(by_name[n]) for n in job.needs]
+        walls[v.name] = (recorded(job), None if None in paid or not paid else sum(paid))
+    return walls
+
+
 def run(args: argparse.Namespace) -> int:
     check_inputs(args)
     spec = load_spec(args.spec)
@@ -86,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(Path(sys.executable), setup.teacher, {n: d / "checkpoint_last.pt" for n, d in dirs.items()},
                       setup.data_bin, args.eval_args.split() + bpe, out / f"eval{tag}", out / f"eval{tag}.log")
     logs = {name: (d / "train.log").read_text(encoding="utf-8") for name, d in dirs.items()}
-    rows = build_rows(variants, logs, report)
+    rows = build_rows(variants, logs, report, recorded_walls(jobs, variants))
     table = markdown(rows, report["models"][0], spec.budget)
     (out / f"study{tag}.md").write_text(table, encoding="utf-8")
     (out / f"study{tag}.json").write_text(json.dumps(

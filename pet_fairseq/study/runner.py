@@ -5,7 +5,11 @@ file. A job is finished when its marker exists (``seqkd.json`` in the corpus, ``
 run folder); a finished job is skipped. The command line of every job is recorded next to its
 output, and a cached job whose recorded command differs from the spec's is an error, so an edited
 variant is never silently reused. With ``jobs`` > 1 each job gets ``threads`` CPU threads
-(``OMP_NUM_THREADS``); a variant waits for its corpus.
+(``OMP_NUM_THREADS``); a variant waits for its corpus and its teacher cache.
+
+Every finished job records its wall time (``.done`` of a run, ``NAME.wall.json`` next to the log of a
+corpus or a cache). A variant with a wall-time budget pays for its corpus and cache: when it starts,
+its training gets ``--stop-time-hours`` for what is left of the budget.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Dict, List, Optional
 
 from tqdm import tqdm
 
-from pet_fairseq.study.spec import Setup, Spec, SpecError, seqkd_command, train_command
+from pet_fairseq.study.spec import Setup, Spec, SpecError, cache_command, seqkd_command, train_command
 
 logger = logging.getLogger("pet_fairseq.study")
 
@@ -37,10 +41,17 @@ class Job:
     marker: Path
     log: Path
     needs: List[str] = field(default_factory=list)
+    seconds: Optional[float] = None  # wall-time budget, the ``needs`` included
 
     @property
     def is_corpus(self) -> bool:
-        return self.name.startswith("corpus:")
+        """A corpus or a cache job (no checkpoint; its own marker)."""
+        return self.name.startswith(("corpus:", "cache:"))
+
+    @property
+    def wall_file(self) -> Path:
+        """Where the job's wall time is recorded once it finished."""
+        return self.log.with_name(self.log.stem + ".wall.json") if self.is_corpus else self.marker
 
     def finished(self) -> bool:
         return self.marker.is_file()
@@ -52,6 +63,18 @@ def corpus_dir(out: Path, name: str) -> Path:
 
 def run_dir(out: Path, name: str) -> Path:
     return out / "runs" / name
+
+
+def cache_dir(out: Path, name: str) -> Path:
+    return out / "caches" / name
+
+
+def wall_seconds(job: Job) -> float:
+    """The recorded wall time of a finished job."""
+    if not job.wall_file.is_file():
+        raise SpecError(f"{job.name} finished but its wall time is not recorded ({job.wall_file}); a variant with a "
+                        f"time budget cannot be charged for it: delete {job.output} to rerun it")
+    return float(json.loads(job.wall_file.read_text(encoding="utf-8"))["wall_seconds"])
 
 
 def plan_jobs(spec: Spec, setup: Setup, out: Path, fairseq_train: Path, python: Path,
@@ -66,8 +89,16 @@ def plan_jobs(spec: Spec, setup: Setup, out: Path, fairseq_train: Path, python: 
                             path, path / "seqkd.json", out / "corpora" / f"{variant.corpus}.log"))
         path = run_dir(out, variant.name)
         data_bin = corpus_dir(out, variant.corpus) if variant.corpus else setup.data_bin
-        jobs.append(Job(variant.name, [str(fairseq_train)] + train_command(spec, variant, setup, data_bin, path), path,
-                        path / ".done", path / "train.log", [f"corpus:{variant.corpus}"] if variant.corpus else []))
+        needs = [f"corpus:{variant.corpus}"] if variant.corpus else []
+        cache = cache_dir(out, variant.cache_name) if variant.cache_name else None
+        if cache is not None:
+            if f"cache:{variant.cache_name}" not in {j.name for j in jobs}:
+                jobs.append(Job(f"cache:{variant.cache_name}",
+                                [str(python)] + cache_command(setup, data_bin, variant.cache_k, cache), cache,
+                                cache / "cache.json", out / "caches" / f"{variant.cache_name}.log", list(needs)))
+            needs.append(f"cache:{variant.cache_name}")
+        jobs.append(Job(variant.name, [str(fairseq_train)] + train_command(spec, variant, setup, data_bin, path, cache),
+                        path, path / ".done", path / "train.log", needs, variant.seconds))
     return jobs
 
 
@@ -87,15 +118,27 @@ def check_cached(job: Job) -> None:
                         f"give the changed variant a new name, or delete {job.output} to rerun it")
 
 
-def _start(job: Job, threads: int) -> subprocess.Popen:
+def time_left(job: Job, jobs: Dict[str, Job]) -> Optional[float]:
+    """Seconds of training left to a job with a wall-time budget after paying for its corpus and cache."""
+    if job.seconds is None:
+        return None
+    paid = sum(wall_seconds(jobs[name]) for name in job.needs)
+    if paid >= job.seconds:
+        raise SpecError(f"{job.name}: its corpus and cache took {paid:.0f} s of its {job.seconds:.0f} s budget; "
+                        "nothing is left to train: give it a larger 'seconds'")
+    return job.seconds - paid
+
+
+def _start(job: Job, threads: int, left: Optional[float] = None) -> subprocess.Popen:
     job.output.mkdir(parents=True, exist_ok=True)
     job.log.parent.mkdir(parents=True, exist_ok=True)
     command_file(job).write_text(json.dumps(job.argv, indent=1) + "\n", encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    argv = job.argv + (["--stop-time-hours", f"{left / 3600:.6f}"] if left is not None else [])
     log = open(job.log, "a", encoding="utf-8")
-    log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(job.argv)}\n")
+    log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n")
     log.flush()
-    return subprocess.Popen(job.argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def run_jobs(jobs: List[Job], parallel: int = 1, threads: int = 1) -> Dict[str, str]:
@@ -108,7 +151,7 @@ def run_jobs(jobs: List[Job], parallel: int = 1, threads: int = 1) -> Dict[str, 
     pending = [j for j in jobs if j.name not in status]
     running: Dict[str, tuple] = {}
     try:
-        _schedule(pending, running, status, parallel, threads)
+        _schedule(pending, running, status, parallel, threads, {j.name: j for j in jobs})
     finally:  # interrupted (Ctrl-C, SIGTERM): stop the runs this call started; they resume from their checkpoints
         for job, proc, _ in running.values():
             proc.terminate()
@@ -116,7 +159,8 @@ def run_jobs(jobs: List[Job], parallel: int = 1, threads: int = 1) -> Dict[str, 
     return status
 
 
-def _schedule(pending: List[Job], running: Dict[str, tuple], status: Dict[str, str], parallel: int, threads: int) -> None:
+def _schedule(pending: List[Job], running: Dict[str, tuple], status: Dict[str, str], parallel: int, threads: int,
+              by_name: Dict[str, Job]) -> None:
     with tqdm(total=len(pending), unit="run", desc="study", file=sys.stderr) as progress:
         while pending or running:
             for job in list(pending):
@@ -129,8 +173,16 @@ def _schedule(pending: List[Job], running: Dict[str, tuple], status: Dict[str, s
                     logger.warning("%s: skipped, because %s failed", job.name, ", ".join(job.needs))
                 elif all(status.get(dep) in ("cached", "ok") for dep in job.needs):
                     pending.remove(job)
-                    running[job.name] = (job, _start(job, threads), time.time())
-                    logger.info("%s: started (log: %s)", job.name, job.log)
+                    try:
+                        left = time_left(job, by_name)
+                    except SpecError as err:
+                        status[job.name] = "failed"
+                        progress.update(1)
+                        logger.error("%s: not started: %s", job.name, err)
+                        continue
+                    running[job.name] = (job, _start(job, threads, left), time.time())
+                    logger.info("%s: started%s (log: %s)", job.name,
+                                f", {left:.0f} s of training left of its {job.seconds:.0f} s budget" if left else "", job.log)
             time.sleep(0.5)
             for name, (job, proc, started) in list(running.items()):
                 if proc.poll() is None:
@@ -139,8 +191,11 @@ def _schedule(pending: List[Job], running: Dict[str, tuple], status: Dict[str, s
                 progress.update(1)
                 seconds = time.time() - started
                 if proc.returncode == 0 and (job.is_corpus or (job.output / "checkpoint_last.pt").is_file()):
-                    if not job.is_corpus:
-                        job.marker.write_text(json.dumps({"wall_seconds": round(seconds, 1)}) + "\n", encoding="utf-8")
+                    record = {"wall_seconds": round(seconds, 1), "threads": threads, "parallel_jobs": parallel}
+                    if job.seconds is not None:
+                        record.update(budget_seconds=job.seconds, paid_seconds=round(
+                            sum(wall_seconds(by_name[n]) for n in job.needs), 1))
+                    job.wall_file.write_text(json.dumps(record) + "\n", encoding="utf-8")
                     status[name] = "ok"
                     logger.info("%s: finished in %.0f s", name, seconds)
                 else:

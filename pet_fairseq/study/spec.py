@@ -14,6 +14,14 @@ A spec is a JSON object::
 ``criterion`` is ``ce`` (label-smoothed cross-entropy, plain translation task) or ``kd``
 (``--task pet_distillation --criterion pet_kd`` with the study's teacher); ``corpus`` trains on a
 sequence-level KD data-bin made by :mod:`pet_fairseq.seqkd` instead of the references.
+
+Budgets: every variant trains for ``budget`` updates unless it sets its own ``budget``. A variant
+with ``seconds`` has a **wall-time budget** that includes every stage it pays for (its corpus and
+its teacher cache, each charged in full to every variant that uses it): its training gets what is
+left (fairseq's ``--stop-time-hours``) and its update budget is only a guard. ``cache_k`` trains
+with the teacher's top-k distributions cached on the variant's data (:mod:`pet_fairseq.kdcache`,
+``--teacher-cache``) instead of running the teacher in every update; such a variant must turn the
+intermediate loss off (``--inter-beta 0`` in its ``args``).
 """
 
 from __future__ import annotations
@@ -53,10 +61,18 @@ class Variant:
     corpus: Optional[str] = None
     seed: int = 1
     args: str = ""
+    budget: Optional[int] = None  # updates (a guard when ``seconds`` is set); default: the spec's
+    seconds: Optional[float] = None  # wall-time budget, corpus and cache included
+    cache_k: Optional[int] = None  # train on the teacher's cached top-k instead of running the teacher
 
     @property
     def title(self) -> str:
         return self.label or self.name
+
+    @property
+    def cache_name(self) -> Optional[str]:
+        """The teacher cache this variant trains with: ``<corpus or references>-k<k>``, or None."""
+        return f"{self.corpus or 'references'}-k{self.cache_k}" if self.cache_k else None
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,7 @@ class Spec:
     corpora: Dict[str, Corpus] = field(default_factory=dict)
     common_args: str = ""
     curve_points: int = 4
+    validate_interval: Optional[int] = None  # updates between validations (default: budget / curve_points)
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -87,6 +104,13 @@ def _build(cls, entry: dict, where: str):
         return cls(**entry)
     except TypeError as err:
         raise SpecError(f"{where}: {err}") from err
+
+
+def _option(args: str, name: str) -> Optional[str]:
+    """The value given to ``name`` in a shell-quoted argument string (the last one wins), or None."""
+    tokens = shlex.split(args)
+    values = [tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t == name]
+    return values[-1] if values else None
 
 
 def parse_spec(data: dict, origin: str = "spec") -> Spec:
@@ -113,6 +137,17 @@ def parse_spec(data: dict, origin: str = "spec") -> Spec:
             raise SpecError(f"{origin}: variant {v.name}: unknown student {v.student!r}; declared: {', '.join(spec.students)}")
         if v.corpus is not None and v.corpus not in corpora:
             raise SpecError(f"{origin}: variant {v.name}: unknown corpus {v.corpus!r}; declared: {', '.join(corpora) or 'none'}")
+        if (v.budget is not None and v.budget < 1) or (v.seconds is not None and v.seconds <= 0) or \
+                (v.cache_k is not None and v.cache_k < 1):
+            raise SpecError(f"{origin}: variant {v.name}: budget, seconds and cache_k must be positive "
+                            f"(got {v.budget}, {v.seconds}, {v.cache_k})")
+        if v.cache_k is not None and v.criterion != "kd":
+            raise SpecError(f"{origin}: variant {v.name}: cache_k needs criterion kd (a CE run uses no teacher)")
+        if v.cache_k is not None and _option(v.args, "--inter-beta") not in ("0", "0.0"):
+            raise SpecError(f"{origin}: variant {v.name}: a cached teacher has no hidden states; add '--inter-beta 0' "
+                            "(and empty layer maps) to its args")
+    if spec.validate_interval is not None and spec.validate_interval < 1:
+        raise SpecError(f"{origin}: validate_interval must be >= 1 (got {spec.validate_interval})")
     return spec
 
 
@@ -140,10 +175,12 @@ class Setup:
 
 
 def validation_args(spec: Spec, setup: Setup) -> List[str]:
-    """Validate ``curve_points`` times per run, with greedy BLEU on the valid split (learning curves)."""
+    """Validate ``curve_points`` times per run (or every ``validate_interval`` updates), with greedy BLEU on
+    the valid split (learning curves)."""
     detok = {"source_lang": setup.source_lang, "target_lang": setup.target_lang}
+    interval = spec.validate_interval or max(1, spec.budget // spec.curve_points)
     return [
-        "--validate-interval-updates", str(max(1, spec.budget // spec.curve_points)), "--validate-interval", "1000000",
+        "--validate-interval-updates", str(interval), "--validate-interval", "1000000",
         "--save-interval", "1000000", "--no-epoch-checkpoints", "--eval-bleu",
     ] + (["--eval-bleu-remove-bpe", setup.remove_bpe] if setup.remove_bpe else []) + [
         "--eval-bleu-args", json.dumps({"beam": 1, "max_len_a": 1.2, "max_len_b": 10}),
@@ -152,19 +189,34 @@ def validation_args(spec: Spec, setup: Setup) -> List[str]:
     ]
 
 
-def train_command(spec: Spec, variant: Variant, setup: Setup, data_bin: Path, save_dir: Path) -> List[str]:
-    """The ``fairseq-train`` arguments (without the program) of ``variant``."""
+def train_command(spec: Spec, variant: Variant, setup: Setup, data_bin: Path, save_dir: Path,
+                  cache: Optional[Path] = None) -> List[str]:
+    """The ``fairseq-train`` arguments (without the program) of ``variant``; ``cache``: its teacher cache folder.
+
+    A wall-time budget is not part of it: the runner adds ``--stop-time-hours`` when the run starts,
+    once the time its corpus and cache took is known.
+    """
     if variant.criterion == "kd":
         objective = ["--task", "pet_distillation", "--teacher-path", str(setup.teacher), "--criterion", "pet_kd"]
+        if variant.cache_k:
+            if cache is None:
+                raise SpecError(f"variant {variant.name} trains with a teacher cache: pass its folder")
+            objective += ["--teacher-cache", str(cache)]
     else:
         objective = ["--task", "translation", "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
     return (
         [str(data_bin), "--user-dir", str(setup.user_dir), "--source-lang", setup.source_lang,
          "--target-lang", setup.target_lang, "--save-dir", str(save_dir)]
         + objective + shlex.split(spec.students[variant.student]) + shlex.split(spec.common_args)
-        + ["--max-update", str(spec.budget), "--seed", str(variant.seed)]
+        + ["--max-update", str(variant.budget or spec.budget), "--seed", str(variant.seed)]
         + validation_args(spec, setup) + shlex.split(variant.args)
     )
+
+
+def cache_command(setup: Setup, data_bin: Path, k: int, out: Path) -> List[str]:
+    """The ``python -m pet_fairseq.kdcache`` arguments (without the interpreter) of a top-``k`` cache of ``data_bin``."""
+    return ["-m", "pet_fairseq.kdcache", str(data_bin), "--teacher", str(setup.teacher), "--out", str(out),
+            "--source-lang", setup.source_lang, "--target-lang", setup.target_lang, "--k", str(k)]
 
 
 def seqkd_command(corpus: Corpus, setup: Setup, out: Path) -> List[str]:

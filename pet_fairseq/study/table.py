@@ -27,6 +27,13 @@ class Row:
     unique_parameters: Optional[int]
     seconds_per_update: Optional[float]
     speed_ratio: Optional[float]
+    updates: Optional[int] = None  # updates at the last validation
+    train_seconds: Optional[float] = None  # wall time of the training run
+    paid_seconds: Optional[float] = None  # wall time of its corpus and teacher cache (None: none, or not recorded)
+
+    @property
+    def total_seconds(self) -> Optional[float]:
+        return None if self.train_seconds is None else self.train_seconds + (self.paid_seconds or 0.0)
 
 
 def evaluation_key(models: Sequence[Path], eval_args: Sequence[str]) -> Dict[str, object]:
@@ -54,8 +61,12 @@ def evaluate(python: Path, teacher: Path, runs: Dict[str, Path], data_bin: Path,
     return json.loads(report.read_text(encoding="utf-8"))
 
 
-def build_rows(variants: List[Variant], logs: Dict[str, str], report: dict) -> List[Row]:
-    """One row per variant from the evaluation report and its training log (``logs``: {name: text})."""
+def build_rows(variants: List[Variant], logs: Dict[str, str], report: dict,
+               walls: Optional[Dict[str, tuple]] = None) -> List[Row]:
+    """One row per variant from the evaluation report and its training log (``logs``: {name: text}).
+
+    ``walls``: {name: (training seconds, corpus + cache seconds)} as the runner recorded them.
+    """
     by_label = {m["label"]: m for m in report["models"]}
     rows = []
     for v in variants:
@@ -71,6 +82,7 @@ def build_rows(variants: List[Variant], logs: Dict[str, str], report: dict) -> L
             v, model["bleu"]["detok"] if ok else None, points[-1].nll_bits if points else None,
             model["memory"]["unique_parameters"] if ok else None, step,
             (model.get("ratios") or {}).get("tokens_per_second") if ok else None,
+            points[-1].updates if points else None, *((walls or {}).get(v.name) or (None, None)),
         ))
     return rows
 
@@ -81,22 +93,31 @@ def _cell(value, spec: str) -> str:
 
 def markdown(rows: List[Row], teacher: dict, budget: int) -> str:
     """The table, the teacher first; variants sharing a label are summarised as mean ± spread."""
-    lines = [f"| variant | seed | sacreBLEU test | Δ vs first row | valid NLL (bits) | unique params | s/update | decode tok/s × teacher |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | seed | sacreBLEU test | Δ vs first row | valid NLL (bits) | unique params | updates | "
+             "s/update | corpus + cache s | training s | total s | decode tok/s × teacher |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if teacher.get("status") == "ok":
-        lines.append(f"| teacher | | {teacher['bleu']['detok']:.2f} | | | {teacher['memory']['unique_parameters']:,} | | 1.00 |")
+        lines.append(f"| teacher | | {teacher['bleu']['detok']:.2f} | | | {teacher['memory']['unique_parameters']:,} | "
+                     "| | | | | 1.00 |")
     base = rows[0].bleu if rows else None
     for r in rows:
         delta = None if r.bleu is None or base is None else r.bleu - base
         lines.append(f"| {r.variant.title} | {r.variant.seed} | {_cell(r.bleu, '.2f')} | {_cell(delta, '+.2f')} | "
-                     f"{_cell(r.valid_nll, '.3f')} | {_cell(r.unique_parameters, ',')} | "
-                     f"{_cell(r.seconds_per_update, '.2f')} | {_cell(r.speed_ratio, '.2f')} |")
+                     f"{_cell(r.valid_nll, '.3f')} | {_cell(r.unique_parameters, ',')} | {_cell(r.updates, 'd')} | "
+                     f"{_cell(r.seconds_per_update, '.2f')} | {_cell(r.paid_seconds, '.0f')} | "
+                     f"{_cell(r.train_seconds, '.0f')} | {_cell(r.total_seconds, '.0f')} | {_cell(r.speed_ratio, '.2f')} |")
     groups: Dict[str, List[float]] = {}
     for r in rows:
         if r.bleu is not None:
             groups.setdefault(r.variant.title, []).append(r.bleu)
     repeated = {k: v for k, v in groups.items() if len(v) > 1}
-    notes = [f"Budget: {budget} student updates per variant."]
+    timed = [r for r in rows if r.variant.seconds is not None]
+    notes = [f"Budget: {budget} student updates per variant" + (", except the wall-time budgets below." if timed else ".")]
+    if timed:
+        notes.append("Equal time: " + "; ".join(
+            f"{r.variant.name} {r.variant.seconds:.0f} s budget, {_cell(r.total_seconds, '.0f')} s spent "
+            f"(corpus + cache {_cell(r.paid_seconds, '.0f')} s), {_cell(r.updates, 'd')} updates, "
+            f"BLEU {_cell(r.bleu, '.2f')}" for r in timed))
     for title, values in repeated.items():
         notes.append(f"{title}: {len(values)} seeds, mean {statistics.mean(values):.2f}, "
                      f"range {min(values):.2f}-{max(values):.2f}")
