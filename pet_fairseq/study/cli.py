@@ -46,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the data's subword scheme, removed before BLEU (none: the data has no BPE)")
     p.add_argument("--bpe-codes", type=Path, default=None, help="subword-nmt codes (for the evaluation tool)")
     p.add_argument("--sentencepiece-model", type=Path, default=None)
-    p.add_argument("--eval-args", default="--subset test --beam 5 --batch-size 64 --repeats 1 --max-sentences 500 "
-                   "--max-len-a 1.2 --max-len-b 10",
-                   help="options of the evaluation tool for the final table")
+    p.add_argument("--eval-args", default="--subset test --beam 5 --batch-size 64 --repeats 1 --max-sentences 500",
+                   help="options of the evaluation tool for the final table (its length limit is translate's "
+                        "default, as users decode)")
     p.add_argument("--train-only", action="store_true", help="train, skip the evaluation and the table")
     return p
 
@@ -76,7 +76,7 @@ def recorded_walls(jobs: List[Job], variants) -> dict:
     walls = {}
     for v in variants:
         job = by_name[v.name]
-        paid = [recorded(by_name[n]) for n in job.needs]
+        paid = [recorded(by_name[n]) for n in job.charges]
         walls[v.name] = (recorded(job), None if None in paid or not paid else sum(paid))
     return walls
 

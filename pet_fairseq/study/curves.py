@@ -7,46 +7,12 @@ between calls is not counted.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
-_VALID = re.compile(r"\| valid on 'valid' subset \|(.*)$")
-_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \|")
-_FIELD = re.compile(r"\|?\s*(\w+) ([-+0-9.eE]+|inf|nan)\s*(?=\||$)")
+from pet_fairseq.core.plateau import CurvePoint, valid_points
 
-
-@dataclass(frozen=True)
-class CurvePoint:
-    updates: int
-    nll_bits: float  # fairseq's nll_loss: base 2, per target token, on the references
-    bleu: Optional[float]  # --eval-bleu (greedy) on the valid split
-    seconds: Optional[float] = None  # wall time of the run at this validation
-
-
-def valid_points(log: str) -> List[CurvePoint]:
-    """Every validation of a log, in order (a resumed log may repeat an update count: the last wins)."""
-    points: Dict[int, CurvePoint] = {}
-    before, start, last = 0.0, None, None  # seconds of earlier calls; first and last stamp of this call
-    for line in log.splitlines():
-        if line.startswith("# ") and start is not None:
-            before, start = before + (last - start).total_seconds(), None
-            continue
-        stamp = _STAMP.match(line)
-        if stamp is not None:
-            last = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S")
-            start = start or last
-        m = _VALID.search(line)
-        if m is None:
-            continue
-        values = {k: float(v) for k, v in _FIELD.findall(m.group(1))}
-        if "num_updates" in values and "nll_loss" in values:
-            seconds = before + (last - start).total_seconds() if stamp is not None else None
-            points[int(values["num_updates"])] = CurvePoint(int(values["num_updates"]), values["nll_loss"],
-                                                            values.get("bleu"), seconds)
-    return [points[k] for k in sorted(points)]
+__all__ = ["CurvePoint", "valid_points", "plot_curves"]
 
 
 def plot_curves(curves: Dict[str, List[CurvePoint]], path: Path, title: str = "") -> bool:

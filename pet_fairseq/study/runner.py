@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -41,7 +42,9 @@ class Job:
     marker: Path
     log: Path
     needs: List[str] = field(default_factory=list)
-    seconds: Optional[float] = None  # wall-time budget, the ``needs`` included
+    seconds: Optional[float] = None  # wall-time budget, the ``charges`` included
+    charges: List[str] = field(default_factory=list)  # jobs whose wall time a time budget pays (corpus, cache)
+    updates_of: Optional[str] = None  # train as many updates as this job made
 
     @property
     def is_corpus(self) -> bool:
@@ -97,9 +100,24 @@ def plan_jobs(spec: Spec, setup: Setup, out: Path, fairseq_train: Path, python: 
                                 [str(python)] + cache_command(setup, data_bin, variant.cache_k, cache), cache,
                                 cache / "cache.json", out / "caches" / f"{variant.cache_name}.log", list(needs)))
             needs.append(f"cache:{variant.cache_name}")
+        charges = list(needs)
+        if variant.updates_of:
+            needs.append(variant.updates_of)
         jobs.append(Job(variant.name, [str(fairseq_train)] + train_command(spec, variant, setup, data_bin, path, cache),
-                        path, path / ".done", path / "train.log", needs, variant.seconds))
+                        path, path / ".done", path / "train.log", needs, variant.seconds, charges, variant.updates_of))
+    planned = {job.name for job in jobs}
+    missing = sorted({j.updates_of for j in jobs if j.updates_of and j.updates_of not in planned})
+    if missing:
+        raise SpecError(f"updates_of names variant(s) {', '.join(missing)} that this call does not plan: add them to --only")
     return jobs
+
+
+def last_update(log: Path) -> int:
+    """The last ``num_updates`` a fairseq-train log reports."""
+    found = re.findall(r"num_updates[= ](\d+)", log.read_text(encoding="utf-8")) if log.is_file() else []
+    if not found:
+        raise SpecError(f"{log} reports no num_updates")
+    return int(found[-1])
 
 
 def command_file(job: Job) -> Path:
@@ -122,19 +140,20 @@ def time_left(job: Job, jobs: Dict[str, Job]) -> Optional[float]:
     """Seconds of training left to a job with a wall-time budget after paying for its corpus and cache."""
     if job.seconds is None:
         return None
-    paid = sum(wall_seconds(jobs[name]) for name in job.needs)
+    paid = sum(wall_seconds(jobs[name]) for name in job.charges)
     if paid >= job.seconds:
         raise SpecError(f"{job.name}: its corpus and cache took {paid:.0f} s of its {job.seconds:.0f} s budget; "
                         "nothing is left to train: give it a larger 'seconds'")
     return job.seconds - paid
 
 
-def _start(job: Job, threads: int, left: Optional[float] = None) -> subprocess.Popen:
+def _start(job: Job, threads: int, left: Optional[float] = None, updates: Optional[int] = None) -> subprocess.Popen:
     job.output.mkdir(parents=True, exist_ok=True)
     job.log.parent.mkdir(parents=True, exist_ok=True)
     command_file(job).write_text(json.dumps(job.argv, indent=1) + "\n", encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    argv = job.argv + (["--stop-time-hours", f"{left / 3600:.6f}"] if left is not None else [])
+    argv = job.argv + (["--stop-time-hours", f"{left / 3600:.6f}"] if left is not None else []) + \
+        (["--max-update", str(updates)] if updates is not None else [])
     log = open(job.log, "a", encoding="utf-8")
     log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n")
     log.flush()
@@ -175,12 +194,13 @@ def _schedule(pending: List[Job], running: Dict[str, tuple], status: Dict[str, s
                     pending.remove(job)
                     try:
                         left = time_left(job, by_name)
+                        updates = last_update(by_name[job.updates_of].log) if job.updates_of else None
                     except SpecError as err:
                         status[job.name] = "failed"
                         progress.update(1)
                         logger.error("%s: not started: %s", job.name, err)
                         continue
-                    running[job.name] = (job, _start(job, threads, left), time.time())
+                    running[job.name] = (job, _start(job, threads, left, updates), time.time())
                     logger.info("%s: started%s (log: %s)", job.name,
                                 f", {left:.0f} s of training left of its {job.seconds:.0f} s budget" if left else "", job.log)
             time.sleep(0.5)
@@ -194,7 +214,9 @@ def _schedule(pending: List[Job], running: Dict[str, tuple], status: Dict[str, s
                     record = {"wall_seconds": round(seconds, 1), "threads": threads, "parallel_jobs": parallel}
                     if job.seconds is not None:
                         record.update(budget_seconds=job.seconds, paid_seconds=round(
-                            sum(wall_seconds(by_name[n]) for n in job.needs), 1))
+                            sum(wall_seconds(by_name[n]) for n in job.charges), 1))
+                    if not job.is_corpus and re.search(r"num_updates[= ]\d", job.log.read_text(encoding="utf-8")):
+                        record["updates"] = last_update(job.log)
                     job.wall_file.write_text(json.dumps(record) + "\n", encoding="utf-8")
                     status[name] = "ok"
                     logger.info("%s: finished in %.0f s", name, seconds)

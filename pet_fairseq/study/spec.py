@@ -18,7 +18,9 @@ sequence-level KD data-bin made by :mod:`pet_fairseq.seqkd` instead of the refer
 Budgets: every variant trains for ``budget`` updates unless it sets its own ``budget``. A variant
 with ``seconds`` has a **wall-time budget** that includes every stage it pays for (its corpus and
 its teacher cache, each charged in full to every variant that uses it): its training gets what is
-left (fairseq's ``--stop-time-hours``) and its update budget is only a guard. ``cache_k`` trains
+left (fairseq's ``--stop-time-hours``) and its update budget is only a guard. A variant with
+``updates_of`` waits for that variant and trains for as many updates as it made (the equal-updates
+partner of a wall-time run). ``cache_k`` trains
 with the teacher's top-k distributions cached on the variant's data (:mod:`pet_fairseq.kdcache`,
 ``--teacher-cache``) instead of running the teacher in every update; such a variant must turn the
 intermediate loss off (``--inter-beta 0`` in its ``args``).
@@ -64,6 +66,7 @@ class Variant:
     budget: Optional[int] = None  # updates (a guard when ``seconds`` is set); default: the spec's
     seconds: Optional[float] = None  # wall-time budget, corpus and cache included
     cache_k: Optional[int] = None  # train on the teacher's cached top-k instead of running the teacher
+    updates_of: Optional[str] = None  # train for as many updates as this other variant made (it runs first)
 
     @property
     def title(self) -> str:
@@ -146,6 +149,9 @@ def parse_spec(data: dict, origin: str = "spec") -> Spec:
         if v.cache_k is not None and _option(v.args, "--inter-beta") not in ("0", "0.0"):
             raise SpecError(f"{origin}: variant {v.name}: a cached teacher has no hidden states; add '--inter-beta 0' "
                             "(and empty layer maps) to its args")
+        if v.updates_of is not None and (v.updates_of == v.name or v.updates_of not in names):
+            raise SpecError(f"{origin}: variant {v.name}: updates_of must name another variant of the spec, not "
+                            f"{v.updates_of!r}")
     if spec.validate_interval is not None and spec.validate_interval < 1:
         raise SpecError(f"{origin}: validate_interval must be >= 1 (got {spec.validate_interval})")
     return spec
