@@ -69,3 +69,19 @@ def test_export_does_not_import_the_comparison_tool():
     problems = forbidden_imports(module_files("export"),
                                  ("pet_fairseq.evaluation.compare", "pet_fairseq.evaluation.decode"))
     assert not problems, "pet_fairseq.export must not import the comparison tool:\n" + "\n".join(problems)
+
+
+TOOLS = ("pet_fairseq.seqkd", "pet_fairseq.study", "pet_fairseq.export", "pet_fairseq.pruning", "pet_fairseq.translate",
+         "pet_fairseq.evaluation", "pet_fairseq.kdcache")
+
+
+def test_core_and_the_training_components_import_no_tool():
+    """core/ and what fairseq-train loads (models, modules, tasks, criterions) sit below every tool."""
+    files = [f for sub in ("core", "models", "modules", "tasks", "criterions") for f in module_files(sub)]
+    problems = forbidden_imports(files, TOOLS)
+    assert not problems, "core and the training components must not import a tool:\n" + "\n".join(problems)
+
+
+def test_the_teacher_cache_builder_imports_no_other_tool():
+    problems = forbidden_imports(module_files("kdcache"), tuple(t for t in TOOLS if t != "pet_fairseq.kdcache"))
+    assert not problems, "pet_fairseq.kdcache must build on core, not on other tools:\n" + "\n".join(problems)

@@ -147,7 +147,8 @@ def exported(tmp_path_factory):
     everything = Shortlist(frequent=words, candidates={}, sentence_pairs=0)
     dirs = {"none": convert(path, tmp / "none")}
     for name, shortlist in (("narrow", narrow), ("everything", everything)):
-        dirs[name] = convert(path, tmp / name, vocab_shortlist=shortlist.write_vmap(tmp / f"{name}.vmap"))
+        vmap = shortlist.write(tmp / f"{name}.vmap", data_bin, "de", "en")
+        dirs[name] = convert(path, tmp / name, vocab_shortlist=vmap)
     return model, dictionary, dirs, narrow, data_bin
 
 
@@ -266,3 +267,164 @@ def test_worker_errors_reach_the_caller_and_close_ends_the_worker(exported):
     assert len(translator.translate(translator.prepare(sources()), 1, OutputLength(max_len_b=5))) == 4  # still serving
     translator.close()
     assert translator._process.poll() == 0
+
+
+# --------------------------------------------------------------------------------------------
+# shortlists are checked against the model they are stored in (issue 25)
+
+
+def test_the_shortlist_command_writes_a_record_of_languages_dictionaries_and_the_vmap(tmp_path):
+    import hashlib
+    import json
+
+    from pet_fairseq.export.shortlist import dictionary_digest, record_path
+
+    data_bin = write_data_dir(tmp_path / "data-bin", toy_dictionary(20))
+    (tmp_path / "bitext.de").write_text("w1 w2 rare\nw3\n", encoding="utf-8")  # "rare": not in the dictionary
+    (tmp_path / "bitext.en").write_text("w4 w5\nw6 w1\n", encoding="utf-8")
+    write_shortlist(tmp_path / "s.vmap", data_bin, "de", "en", source_text=tmp_path / "bitext.de",
+                    target_text=tmp_path / "bitext.en", frequent=1)
+    record = json.loads(record_path(tmp_path / "s.vmap").read_text(encoding="utf-8"))
+    assert record == {"format": 1, "source_lang": "de", "target_lang": "en", "data_bin": str(data_bin.resolve()),
+                      "source_dictionary_sha256": dictionary_digest(data_bin / "dict.de.txt"),
+                      "target_dictionary_sha256": dictionary_digest(data_bin / "dict.en.txt"),
+                      "vmap_sha256": hashlib.sha256((tmp_path / "s.vmap").read_bytes()).hexdigest(),
+                      "sentence_pairs": 2}
+    keys = [line.split("\t")[0] for line in (tmp_path / "s.vmap").read_text(encoding="utf-8").splitlines()]
+    assert "rare" not in keys and "w1" in keys  # a token the model reads as <unk> gets no entry
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bitext.de", "bitext.en", "data-bin", "s.vmap", "s.vmap.json"]
+
+
+@pytest.fixture()
+def model_dir_copy(exported, tmp_path):
+    """A copy of an exported model directory, to pass with --force: a refused export must leave it as it was."""
+    import shutil
+
+    _, _, dirs, _, _ = exported
+    out = tmp_path / "previous-export"
+    shutil.copytree(dirs["none"], out)
+    return out
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def refused_export(exported, out: Path, vmap: Path, capsys) -> str:
+    """Run ``export ctranslate2 --force --vocab-shortlist vmap`` into ``out``; its error line (exit code 2 asserted)."""
+    _, _, _, _, data_bin = exported
+    student = data_bin.parent / "student.pt"
+    before = folder_bytes(out)
+    capsys.readouterr()  # what writing the shortlist logged
+    assert export_main(["ctranslate2", str(student), str(out), "--data-bin", str(data_bin), "--force",
+                        "--vocab-shortlist", str(vmap)]) == 2
+    assert folder_bytes(out) == before
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    return err[len("error: "):].rstrip("\n")
+
+
+def test_a_shortlist_built_with_source_and_target_swapped_is_refused(exported, model_dir_copy, tmp_path, capsys):
+    _, _, _, _, data_bin = exported
+    vmap = tmp_path / "swapped.vmap"
+    write_shortlist(vmap, data_bin, "en", "de", source_text=TEXT["en"](tmp_path), target_text=TEXT["de"](tmp_path))
+    assert refused_export(exported, model_dir_copy, vmap, capsys) == (
+        f"the vocabulary shortlist {vmap} was built for en->de (source and target swapped), but the model translates "
+        f"de->en: rebuild it for this model with python -m pet_fairseq.export shortlist NEW.vmap --data-bin {data_bin} "
+        "--source-lang de --target-lang en")
+
+
+def test_a_shortlist_from_another_data_bin_is_refused(exported, model_dir_copy, tmp_path, capsys):
+    _, _, _, _, data_bin = exported
+    other = write_data_dir(tmp_path / "other-data-bin", toy_dictionary(VOCAB + 10))  # more types, other ids
+    vmap = tmp_path / "other.vmap"
+    write_shortlist(vmap, other, "de", "en", source_text=TEXT["de"](tmp_path), target_text=TEXT["en"](tmp_path))
+    assert refused_export(exported, model_dir_copy, vmap, capsys) == (
+        f"the vocabulary shortlist {vmap} was built with the dictionaries of {other.resolve()}, whose source "
+        f"dictionary is not the model's {data_bin / 'dict.de.txt'}: rebuild it for this model with python -m "
+        f"pet_fairseq.export shortlist NEW.vmap --data-bin {data_bin} --source-lang de --target-lang en")
+
+
+def test_a_shortlist_without_its_record_or_changed_after_it_is_refused(exported, model_dir_copy, tmp_path, capsys):
+    from pet_fairseq.export.shortlist import record_path
+
+    _, _, _, narrow, data_bin = exported
+    rebuild = (f"rebuild it for this model with python -m pet_fairseq.export shortlist NEW.vmap --data-bin {data_bin} "
+               "--source-lang de --target-lang en")
+    bare = narrow.write_vmap(tmp_path / "bare.vmap")  # a vmap as written before records existed
+    assert refused_export(exported, model_dir_copy, bare, capsys) == (
+        f"the vocabulary shortlist {bare} has no record of the language pair and dictionaries it was built for "
+        f"({record_path(bare)} not found; shortlists written before this check have none): {rebuild}")
+    edited = narrow.write(tmp_path / "edited.vmap", data_bin, "de", "en")
+    with edited.open("a", encoding="utf-8") as f:
+        f.write("w1\tw39\n")
+    assert refused_export(exported, model_dir_copy, edited, capsys) == (
+        f"the vocabulary shortlist {edited} was changed after {record_path(edited)} was written for it: {rebuild}")
+
+
+def _text(lang: str):
+    def write(folder: Path) -> Path:
+        path = folder / f"bitext.{lang}"
+        lines = ["w1 w2 w3", "w4 w5", "w6 w7 w8"] if lang == "de" else ["w9 w10", "w11 w12 w13", "w14"]
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        return path
+    return write
+
+
+TEXT = {"de": _text("de"), "en": _text("en")}
+
+
+def test_a_direction_that_contradicts_the_export_is_refused_by_every_tool(exported, tmp_path, capsys):
+    from pet_fairseq.translate import TranslateError
+    from pet_fairseq.translate.ctranslate2_model import load_ctranslate2_model
+
+    _, _, dirs, _, data_bin = exported
+    student = data_bin.parent / "student.pt"
+    expected = (f"{dirs['none']} translates de->en, but --source-lang en --target-lang de asks for en->de: a model "
+                "only translates the direction it was trained for; drop --source-lang en --target-lang de (or use a "
+                "model trained for en->de)")
+    with pytest.raises(TranslateError) as refused:
+        load_ctranslate2_model(dirs["none"], data_bin, "en", "de", "cpu", 1, beam=5, max_len_a=0, max_len_b=10,
+                               batch_size=64)
+    assert str(refused.value) == expected
+    text = TEXT["en"](tmp_path)
+    assert export_main(["translate", str(dirs["none"]), "--input", str(text), "--source-lang", "en", "--target-lang",
+                        "de", "--output", str(tmp_path / "hyps")]) == 2
+    assert capsys.readouterr().err == f"error: {expected}\n" and not (tmp_path / "hyps").exists()
+    assert export_main(["ctranslate2", str(student), str(tmp_path / "ct2"), "--source-lang", "en", "--target-lang",
+                        "de", "--data-bin", str(data_bin)]) == 2
+    assert capsys.readouterr().err == f"error: {expected.replace(str(dirs['none']), str(student))}\n"
+    assert not (tmp_path / "ct2").exists()
+
+
+def test_translate_has_export_translates_no_shortlist_option(exported, tmp_path, capsys):
+    import json
+
+    from pet_fairseq.export.__main__ import build_parser as export_parser
+    from pet_fairseq.translate.cli import build_parser as translate_parser
+    from pet_fairseq.translate.cli import main as translate_main
+
+    def no_shortlist(parser):
+        if parser._subparsers is not None:  # export: the translate subcommand
+            parser = parser._subparsers._group_actions[0].choices["translate"]
+        return next((a.default, a.help, type(a).__name__) for a in parser._actions
+                    if "--no-shortlist" in a.option_strings)
+
+    assert no_shortlist(translate_parser()) == no_shortlist(export_parser()) == (
+        False, "decode over the whole target vocabulary even if the model stores a shortlist", "_StoreTrueAction")
+
+    _, d, dirs, _, data_bin = exported
+    recipe = tmp_path / "preprocessing.json"
+    recipe.write_text(json.dumps({"source_lang": "de", "target_lang": "en", "tokenizer": "none", "lowercase": False,
+                                  "bpe": "none"}), encoding="utf-8")
+    text = tmp_path / "in.txt"
+    text.write_text("".join(" ".join(d[i] for i in s) + "\n" for s in sources()), encoding="utf-8")
+    common = ["--data-bin", str(data_bin), "--recipe", str(recipe), "--beam", "1", "--max-len-b", "10"]
+    outputs = {}
+    for name, model, extra in (("shortlist", dirs["narrow"], []), ("whole", dirs["narrow"], ["--no-shortlist"]),
+                               ("plain", dirs["none"], [])):
+        assert translate_main([str(model), str(text), "--output", str(tmp_path / name), *common, *extra]) == 0
+        outputs[name] = (tmp_path / name).read_text(encoding="utf-8").splitlines()
+    assert len(outputs["plain"]) == len(sources())
+    assert outputs["whole"] == outputs["plain"] != outputs["shortlist"]
+    capsys.readouterr()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ from pet_fairseq.preprocessing.bpe import SUBWORD_NMT, SubwordNmtSegmenter, lear
 from pet_fairseq.preprocessing.files import PrepError
 from pet_fairseq.preprocessing.recipe import RECIPE_FILE, DataRecipe, read_recipe, write_recipe
 from pet_fairseq.preprocessing.text import LineProcessor, TokenizeConfig
-from pet_fairseq.translate import LineTranslator, SourceText, TargetText
+from pet_fairseq.translate import LineTranslator, SourceText, TargetText, TranslateError
 from pet_fairseq.translate.cli import main, read_lines, translate_stream
 from pet_fairseq.translate.text import truncate
 
@@ -210,3 +212,153 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys, monkeypatch):
     model.write_bytes(b"")
     assert main([str(model), "--device", "cuda"]) == 2
     assert "--device cuda: no CUDA device is available here; use --device cpu" in capsys.readouterr().err
+
+
+# --- a real checkpoint: the output file, the direction, the recipe (issue 25) ----------------------
+
+TOY_DIMS = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
+            "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32", "--encoder-attention-heads", "2",
+            "--decoder-attention-heads", "2"]
+#: a recipe for text that is already tokens of the toy dictionary: no Moses, no BPE, no lowercasing
+PLAIN_RECIPE = {"format": 1, "source_lang": "de", "target_lang": "en", "tokenizer": "none", "lowercase": False,
+                "bpe": "none"}
+TOY_LINES = ["w1 w2 w3", "w4 w5", "w6 w7 w8 w9"]
+TOY_DECODE = ["--beam", "2", "--max-len-b", "4", "--buffer-size", "1"]
+
+
+@pytest.fixture(scope="module")
+def toy_model(tmp_path_factory):
+    """A random de->en fairseq transformer (``-s de -t en`` recorded), its data-bin with a plain recipe, an input."""
+    from tests.conftest import make_checkpoint, toy_dictionary, write_data_dir
+
+    folder = tmp_path_factory.mktemp("toy_translate")
+    data_bin = write_data_dir(folder / "data-bin", toy_dictionary(30))
+    (data_bin / RECIPE_FILE).write_text(json.dumps(PLAIN_RECIPE), encoding="utf-8")
+    checkpoint, _, _ = make_checkpoint(folder / "model.pt", data_bin, "transformer", *TOY_DIMS)
+    source = folder / "input.de"
+    source.write_text("".join(line + "\n" for line in TOY_LINES), encoding="utf-8")
+    return checkpoint, data_bin, source
+
+
+def folder_state(folder: Path) -> dict[str, bytes]:
+    """Every file of ``folder`` (hidden ones included) with its bytes."""
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_output_replaces_an_existing_file_only_when_complete_and_keeps_its_permissions(toy_model, tmp_path, capsys):
+    checkpoint, _, source = toy_model
+    output = tmp_path / "out.en"
+    output.write_text("yesterday's translations\n", encoding="utf-8")
+    output.chmod(0o640)
+    assert main([str(checkpoint), str(source), "--output", str(output), *TOY_DECODE]) == 0
+    lines = output.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3 and all(lines) and lines != ["yesterday's translations"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.en"]  # no temporary file left
+    assert output.stat().st_mode & 0o777 == 0o640
+    assert f"3 lines translated to {output}" in capsys.readouterr().err
+
+
+def test_a_run_that_fails_or_is_terminated_midway_leaves_the_old_output_and_no_temporary_file(toy_model, tmp_path,
+                                                                                            monkeypatch, capsys):
+    """The first buffer is written (to the temporary file), then decoding fails: FILE must be as it was."""
+    import signal
+
+    from pet_fairseq.translate.fairseq_model import FairseqModel
+
+    checkpoint, _, source = toy_model
+    output = tmp_path / "out.en"
+    output.write_text("yesterday's translations\n", encoding="utf-8")
+    before = folder_state(tmp_path)
+    translate_once = FairseqModel.translate
+    calls: list[str] = []
+
+    def fail_on_the_second_buffer(exc: Callable[[], None]):
+        def translate(self, sources):
+            calls.append(" ".join(sources[0]))
+            if len(calls) == 2:
+                exc()
+            return translate_once(self, sources)
+        return translate
+
+    def crash():
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(FairseqModel, "translate", fail_on_the_second_buffer(crash))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        main([str(checkpoint), str(source), "--output", str(output), *TOY_DECODE])
+    assert calls == TOY_LINES[:2]  # one buffer of one line went through before the failure
+    assert folder_state(tmp_path) == before
+
+    handler = signal.getsignal(signal.SIGTERM)
+    calls.clear()
+    monkeypatch.setattr(FairseqModel, "translate",
+                        fail_on_the_second_buffer(lambda: os.kill(os.getpid(), signal.SIGTERM)))
+    with pytest.raises(SystemExit) as terminated:
+        main([str(checkpoint), str(source), "--output", str(output), *TOY_DECODE])
+    assert terminated.value.code == 143 and calls == TOY_LINES[:2]
+    assert folder_state(tmp_path) == before
+    assert signal.getsignal(signal.SIGTERM) == handler  # restored once the output is done with
+    capsys.readouterr()
+
+
+def test_an_output_in_a_missing_folder_or_that_is_a_folder_is_refused_before_loading(toy_model, tmp_path, capsys):
+    checkpoint, _, source = toy_model
+    assert main([str(checkpoint), str(source), "--output", str(tmp_path / "nope" / "out.en")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --output {tmp_path / 'nope' / 'out.en'}: its folder {tmp_path / 'nope'} does not exist; "
+                   "create it first\n")
+    assert main([str(checkpoint), str(source), "--output", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: --output {tmp_path} is a folder; pass a file name\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("options, asked", [
+    (["--source-lang", "en", "--target-lang", "de"], "en->de"),
+    (["--target-lang", "de"], "de->de"),
+])
+def test_a_direction_that_contradicts_the_checkpoint_is_refused(toy_model, tmp_path, capsys, options, asked):
+    checkpoint, _, source = toy_model
+    output = tmp_path / "out.en"
+    output.write_text("kept\n", encoding="utf-8")
+    assert main([str(checkpoint), str(source), "--output", str(output), *options, *TOY_DECODE]) == 2
+    err = capsys.readouterr().err
+    given = " ".join(options)
+    assert err == (f"error: {checkpoint} translates de->en, but {given} asks for {asked}: a model only translates "
+                   f"the direction it was trained for; drop {given} (or use a model trained for {asked})\n")
+    assert output.read_text(encoding="utf-8") == "kept\n"
+    # the direction the model records, given explicitly, is accepted
+    assert main([str(checkpoint), str(source), "--source-lang", "de", "--target-lang", "en", *TOY_DECODE]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_a_model_that_records_no_direction_is_not_checked():
+    from pet_fairseq.core.direction import check_direction
+
+    check_direction("teacher.pt", (None, None), "en", "de")  # trained without -s/-t: the options decide
+    check_direction("teacher.pt", ("de", "en"), "de", None)
+    with pytest.raises(TranslateError, match=r"^teacher.pt translates de->\?, but --source-lang en asks for en->\?"):
+        check_direction("teacher.pt", ("de", None), "en", None, TranslateError)
+
+
+def test_a_data_bin_without_recipe_names_the_file_and_the_fix_once(toy_model, tmp_path, capsys):
+    """A seq-KD data-bin holds the dictionaries but no preprocessing.json: the error names the real path."""
+    checkpoint, data_bin, source = toy_model
+    seqkd = tmp_path / "seqkd"
+    seqkd.mkdir()
+    for name in ("dict.de.txt", "dict.en.txt"):
+        (seqkd / name).write_bytes((data_bin / name).read_bytes())
+    assert main([str(checkpoint), str(source), "--data-bin", str(seqkd), *TOY_DECODE]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {seqkd / RECIPE_FILE} not found (the data-bin {seqkd} holds no preprocessing "
+                          "recipe), so the input cannot be prepared like the model's training text: pass --recipe "
+                          "with the preprocessing.json of the data-bin the text was prepared in (for a student "
+                          "trained on a seq-KD corpus, the original data-bin's) or --data-bin that data-bin")
+    assert f"{RECIPE_FILE}/{RECIPE_FILE}" not in err and err.count("\n") == 1
+    assert main([str(checkpoint), str(source), "--data-bin", str(seqkd), "--recipe", str(tmp_path / "gone.json"),
+                 *TOY_DECODE]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'gone.json'} not found (--recipe "
+                                              f"{tmp_path / 'gone.json'} holds no preprocessing recipe)")
+    # the fix the message gives works
+    assert main([str(checkpoint), str(source), "--data-bin", str(seqkd), "--recipe", str(data_bin / RECIPE_FILE),
+                 *TOY_DECODE]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3

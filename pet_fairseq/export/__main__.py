@@ -8,11 +8,13 @@
     python -m pet_fairseq.export translate OUTDIR --input test.bpe.de [--output hyps.txt]
 
 ``unroll`` writes a standard fairseq ``transformer`` checkpoint (no ``--user-dir`` needed) that
-computes the same function as the student; ``ctranslate2`` unrolls, then converts with
-CTranslate2's fairseq converter; ``shortlist`` counts a bitext into a lexical vocabulary shortlist
-that ``ctranslate2 --vocab-shortlist`` stores in the model; ``translate`` decodes a binarized subset
-(and reports BLEU) or a text file with a CTranslate2 model (beam 5 by default; with the model's
-shortlist when it has one).
+computes the same function as the student (plain ``fairseq-generate`` needs
+``--required-batch-size-multiple 1`` with it, or fairseq 0.12 drops a last batch not a multiple of 8,
+fairseq issue #5036); ``ctranslate2`` unrolls, then converts with CTranslate2's fairseq converter;
+``shortlist`` counts a bitext into a lexical vocabulary shortlist (and a record ``OUT.vmap.json`` of
+its language pair and dictionaries) that ``ctranslate2 --vocab-shortlist`` stores in the model after
+checking that record against the model; ``translate`` decodes a binarized subset (and reports BLEU)
+or a text file with a CTranslate2 model (beam 5 by default; with the model's shortlist when it has one).
 """
 
 import argparse
@@ -58,13 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     ct2.add_argument("--quantization", choices=("float32",) + tuple(q for q in _quantizations() if q != "float32"),
                      default="float32", help="weight type of the converted model (default: float32)")
     ct2.add_argument("--data-bin", type=Path, help="folder with dict.{src,tgt}.txt (default: the model's training data)")
-    ct2.add_argument("--source-lang", help="default: from the checkpoint")
+    ct2.add_argument("--source-lang", help="default: from the checkpoint (a direction other than its own is refused)")
     ct2.add_argument("--target-lang", help="default: from the checkpoint")
     ct2.add_argument("--force", action="store_true", help="overwrite a non-empty OUT_DIR")
     ct2.add_argument("--keep-unrolled", type=Path, metavar="PT", help="also write the unrolled fairseq checkpoint")
     ct2.add_argument("--no-check", action="store_true", help="skip the unrolled-vs-student check")
     ct2.add_argument("--vocab-shortlist", type=Path, metavar="VMAP",
-                     help="store this vocabulary shortlist (python -m pet_fairseq.export shortlist) in the model")
+                     help="store this vocabulary shortlist (python -m pet_fairseq.export shortlist) in the model; "
+                          "refused unless its record VMAP.json names the model's language pair and dictionaries")
 
     tr = sub.add_parser("translate", help="decode with a CTranslate2 model directory")
     tr.add_argument("model_dir", type=Path, help="CTranslate2 model directory (holding model.bin)")
@@ -72,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--data-bin", type=Path, help="binarized data; decode --subset and report BLEU")
     source.add_argument("--input", type=Path, help="text file, one sentence per line, tokenized and BPE'd like the training data")
     tr.add_argument("--subset", default="test", help="binarized subset (with --data-bin; default: test)")
-    tr.add_argument("--source-lang", help="default: recorded at export, else from the data-bin")
+    tr.add_argument("--source-lang", help="default: recorded at export, else from the data-bin (a direction other "
+                    "than the recorded one is refused)")
     tr.add_argument("--target-lang", help="default: recorded at export, else from the data-bin")
     tr.add_argument("--output", type=Path, help="write the (de-BPE'd, detokenized) hypotheses here (default: stdout)")
     tr.add_argument("--beam", type=int, default=5, help="beam size (default: 5)")
@@ -107,12 +111,15 @@ def translate_command(args: argparse.Namespace) -> int:
     from pet_fairseq.evaluation.ct2_model import (check_vocabularies, export_info, has_shortlist, is_model_dir,
                                                   read_subset, require_ctranslate2)
     from pet_fairseq.evaluation.postprocess import build_bpe_decoder, build_detokenizer
+    from pet_fairseq.core.direction import check_direction
 
     with export_errors():
         require_ctranslate2()
     if not is_model_dir(args.model_dir):
         raise ExportError(f"{args.model_dir} is not a CTranslate2 model directory (no model.bin)")
     info = export_info(args.model_dir)
+    check_direction(str(args.model_dir), (info.get("source_lang"), info.get("target_lang")), args.source_lang,
+                    args.target_lang, error=ExportError)
     references = None
     if args.data_bin:
         with export_errors():

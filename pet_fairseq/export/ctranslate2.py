@@ -20,8 +20,10 @@ import torch
 from pet_fairseq.evaluation.checks import resolve_languages
 from pet_fairseq.evaluation.ct2_model import EXPORT_INFO, require_ctranslate2
 from pet_fairseq.evaluation.ct2_worker import directory_bytes
-from pet_fairseq.export.unroll import (ExportError, export_errors, model_dictionary_dir, read_student, unroll_state,
-                                       verify)
+from pet_fairseq.export.shortlist import check_shortlist
+from pet_fairseq.export.unroll import (PLAIN_FAIRSEQ_NOTE, ExportError, export_errors, model_dictionary_dir,
+                                       read_student, unroll_state, verify)
+from pet_fairseq.core.direction import check_direction
 
 logger = logging.getLogger("pet_fairseq.export")
 
@@ -50,7 +52,9 @@ def convert(student: "str | os.PathLike", out_dir: "str | os.PathLike", quantiza
 
     ``data_bin`` holds the ``dict.{lang}.txt`` dictionaries (default: the model's training data-bin).
     ``vocab_shortlist``: a vocabulary-mapping file (:mod:`pet_fairseq.export.shortlist`) stored in the
-    model as ``vmap.txt``; decoding uses it when asked to (``use_vmap``).
+    model as ``vmap.txt``; decoding uses it when asked to (``use_vmap``). It is checked first
+    (:func:`~pet_fairseq.export.shortlist.check_shortlist`): its record must name the model's language
+    pair and dictionaries.
     """
     with export_errors():
         ctranslate2 = require_ctranslate2()
@@ -71,18 +75,23 @@ def convert(student: "str | os.PathLike", out_dir: "str | os.PathLike", quantiza
     if data_bin is None or not data_bin.is_dir():
         raise ExportError(f"the dictionaries' folder {data_bin or '(not recorded in the checkpoint)'} does not exist; "
                           "pass --data-bin with the data-bin the model was trained on")
+    task = unrolled["cfg"].get("task") or {}
+    check_direction(str(student), (task.get("source_lang"), task.get("target_lang")), source_lang, target_lang,
+                    error=ExportError)
     with export_errors():  # the options, else the checkpoint's task, else the data-bin's only language pair
         src, tgt = resolve_languages(unrolled, data_bin, source_lang, target_lang)
     missing = [f"dict.{lang}.txt" for lang in (src, tgt) if not (data_bin / f"dict.{lang}.txt").is_file()]
     if missing:
         raise ExportError(f"dictionaries {', '.join(missing)} not found in {data_bin}; "
                           "pass --data-bin with the data-bin the model was trained on")
+    shortlist_record = check_shortlist(vocab_shortlist, data_bin, src, tgt) if vocab_shortlist else None
     with tempfile.TemporaryDirectory(prefix="pet-export-") as tmp:
         model_path = Path(tmp) / "unrolled.args.pt"
         _converter_input(unrolled, model_path)
         if keep_unrolled:
             Path(keep_unrolled).parent.mkdir(parents=True, exist_ok=True)
             torch.save(unrolled, keep_unrolled)
+            logger.info("wrote the unrolled checkpoint %s; %s", keep_unrolled, PLAIN_FAIRSEQ_NOTE)
         converter = FairseqConverter(str(model_path), str(data_bin.resolve()), source_lang=src, target_lang=tgt)
         try:
             converter.convert(str(out_dir), vmap=str(vocab_shortlist) if vocab_shortlist else None,
@@ -94,7 +103,8 @@ def convert(student: "str | os.PathLike", out_dir: "str | os.PathLike", quantiza
             "ctranslate2_version": ctranslate2.__version__, "encoder_plan": summary.encoder_plan,
             "decoder_plan": summary.decoder_plan, "student_unique_parameters": summary.unique_parameters,
             "unrolled_parameters": summary.unrolled_parameters,
-            "vocab_shortlist": str(Path(vocab_shortlist).resolve()) if vocab_shortlist else None}
+            "vocab_shortlist": str(Path(vocab_shortlist).resolve()) if vocab_shortlist else None,
+            "vocab_shortlist_record": shortlist_record}
     (out_dir / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     logger.info("%s", summary.describe())
     logger.info("wrote CTranslate2 model (%s) to %s (%.2f MB)", info["quantization"], out_dir,

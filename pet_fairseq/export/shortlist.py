@@ -22,11 +22,21 @@ token outside the candidates cannot be produced; the shortlist's BLEU cost is me
 :func:`build_shortlist` counts the bitext with vectorised numpy once its tokens are flattened
 into one array; :meth:`Shortlist.write_vmap` writes CTranslate2's format, one ``source<TAB>targets`` line
 per source token and the always-included tokens under the empty key.
+
+A shortlist is only right for the model whose dictionaries and direction it was counted with: one
+from another data-bin names tokens the model does not have (or has under other ids), one built with
+source and target swapped maps target tokens to source tokens. :meth:`Shortlist.write` therefore
+writes a record next to the vmap (``OUT.vmap.json``: language pair, data-bin, digests of both
+dictionaries and of the vmap), and :func:`check_shortlist` refuses to store a shortlist in a model
+whose language pair or dictionaries differ from the record, or that has no record.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -41,6 +51,8 @@ logger = logging.getLogger("pet_fairseq.export")
 #: docs/export.md, "Vocabulary shortlist")
 DEFAULT_FREQUENT = 100
 DEFAULT_PER_TOKEN = 10
+#: version of the record written next to a vmap (:meth:`Shortlist.write`)
+RECORD_FORMAT = 1
 
 
 @dataclass
@@ -58,6 +70,32 @@ class Shortlist:
         lines = ["\t" + " ".join(self.frequent)]
         lines += [f"{source}\t{' '.join(targets)}" for source, targets in self.candidates.items()]
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+    def write(self, path: "str | Path", data_bin: "str | Path", source_lang: str, target_lang: str) -> Path:
+        """Write the vmap to ``path`` and its record to :func:`record_path` (both through a temporary file).
+
+        The record names the language pair and the data-bin whose ``dict.{lang}.txt`` the shortlist was
+        counted with, the digests of those dictionaries and the digest of the vmap itself, so that a
+        record never vouches for a vmap written later.
+        """
+        path, data_bin = Path(path), Path(data_bin)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        vmap_tmp, record_tmp = (path.with_name(f".{name}.{os.getpid()}.tmp")
+                                for name in (path.name, record_path(path).name))
+        try:
+            self.write_vmap(vmap_tmp)
+            record = {"format": RECORD_FORMAT, "source_lang": source_lang, "target_lang": target_lang,
+                      "data_bin": str(data_bin.resolve()),
+                      "source_dictionary_sha256": dictionary_digest(data_bin / f"dict.{source_lang}.txt"),
+                      "target_dictionary_sha256": dictionary_digest(data_bin / f"dict.{target_lang}.txt"),
+                      "vmap_sha256": _file_digest(vmap_tmp), "sentence_pairs": self.sentence_pairs}
+            record_tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+            os.replace(vmap_tmp, path)
+            os.replace(record_tmp, record_path(path))
+        finally:
+            vmap_tmp.unlink(missing_ok=True)
+            record_tmp.unlink(missing_ok=True)
         return path
 
     def describe(self) -> str:
@@ -117,8 +155,9 @@ def build_shortlist(sources: Sequence[Sequence[str]], targets: Sequence[Sequence
                     frequent: int = DEFAULT_FREQUENT, per_token: int = DEFAULT_PER_TOKEN) -> Shortlist:
     """The shortlist of a tokenized bitext (see the module docstring).
 
-    Only ``target_vocabulary`` tokens are candidates. Every ``source_vocabulary`` token gets an entry:
-    one never seen in the bitext keeps only its copy (when the target vocabulary has it).
+    Only ``target_vocabulary`` tokens are candidates, and only ``source_vocabulary`` tokens get an entry
+    (a text bitext may hold rare tokens the model reads as ``<unk>``): one never seen in the bitext
+    keeps only its copy (when the target vocabulary has it).
     """
     if len(sources) != len(targets):
         raise ExportError(f"the shortlist bitext is not parallel: {len(sources):,} source and "
@@ -145,7 +184,7 @@ def build_shortlist(sources: Sequence[Sequence[str]], targets: Sequence[Sequence
                   for group_src, group_tgt in zip(np.split(pair_src, bounds), np.split(pair_tgt, bounds))
                   if len(group_src)}
     candidates = {}
-    for source in dict.fromkeys([*source_vocabulary, *associated]):
+    for source in dict.fromkeys(source_vocabulary):
         listed = associated.get(source, [])
         copy = [source] if source in target_set and source not in listed else []
         if listed or copy:
@@ -192,6 +231,61 @@ def write_shortlist(out: "str | Path", data_bin: "str | Path", source_lang: str,
     else:
         sources, targets = read_text(source_text), read_text(target_text)
     shortlist = build_shortlist(sources, targets, *vocabularies, frequent=frequent, per_token=per_token)
-    shortlist.write_vmap(out)
-    logger.info("%s; wrote %s", shortlist.describe(), out)
+    shortlist.write(out, data_bin, source_lang, target_lang)
+    logger.info("%s; wrote %s and its record %s", shortlist.describe(), out, record_path(out).name)
     return shortlist
+
+
+def record_path(vmap: "str | Path") -> Path:
+    """Where the record of the shortlist ``vmap`` lies: ``VMAP.json`` next to it."""
+    vmap = Path(vmap)
+    return vmap.with_name(vmap.name + ".json")
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def dictionary_digest(path: Path) -> str:
+    """SHA-256 of a fairseq dictionary's symbols in id order (what the model's token ids stand for)."""
+    from pet_fairseq.evaluation.checks import load_symbols
+
+    if not path.is_file():
+        raise ExportError(f"the dictionary {path} does not exist; pass --data-bin with the model's data-bin")
+    return hashlib.sha256("\n".join(load_symbols(path)).encode("utf-8")).hexdigest()
+
+
+def check_shortlist(vmap: "str | Path", data_bin: "str | Path", source_lang: str, target_lang: str) -> dict:
+    """The record of ``vmap`` if it was built for a ``source_lang``->``target_lang`` model with ``data_bin``'s
+    dictionaries (``dict.{lang}.txt``); an :class:`ExportError` saying how to rebuild it otherwise.
+
+    Refused: no record or an unreadable one, a vmap changed after its record was written, another
+    language pair (swapped or different languages), another source or target dictionary.
+    """
+    vmap, data_bin = Path(vmap), Path(data_bin)
+    rebuild = (f"rebuild it for this model with python -m pet_fairseq.export shortlist NEW.vmap --data-bin {data_bin} "
+               f"--source-lang {source_lang} --target-lang {target_lang}")
+    path = record_path(vmap)
+    if not path.is_file():
+        raise ExportError(f"the vocabulary shortlist {vmap} has no record of the language pair and dictionaries it was "
+                          f"built for ({path} not found; shortlists written before this check have none): {rebuild}")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        record = None
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        raise ExportError(f"{path} is not a shortlist record (format {RECORD_FORMAT}): {rebuild}")
+    if _file_digest(vmap) != record.get("vmap_sha256"):
+        raise ExportError(f"the vocabulary shortlist {vmap} was changed after {path} was written for it: {rebuild}")
+    built = (record.get("source_lang"), record.get("target_lang"))
+    if built != (source_lang, target_lang):
+        swapped = " (source and target swapped)" if built == (target_lang, source_lang) else ""
+        raise ExportError(f"the vocabulary shortlist {vmap} was built for {built[0]}->{built[1]}{swapped}, but the "
+                          f"model translates {source_lang}->{target_lang}: {rebuild}")
+    for side, lang in (("source", source_lang), ("target", target_lang)):
+        dictionary = data_bin / f"dict.{lang}.txt"
+        if dictionary_digest(dictionary) != record.get(f"{side}_dictionary_sha256"):
+            raise ExportError(f"the vocabulary shortlist {vmap} was built with the dictionaries of "
+                              f"{record.get('data_bin')}, whose {side} dictionary is not the model's {dictionary}: "
+                              f"{rebuild}")
+    return record

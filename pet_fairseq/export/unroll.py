@@ -16,6 +16,13 @@ The configuration becomes ``--arch transformer --task translation`` without ``--
 only what inference needs is kept (no optimizer state, no criterion state such as the KD
 projections), so plain ``fairseq-generate DATA --path OUT.pt`` loads it without this plugin and
 computes the same function.
+
+Plain ``fairseq-generate`` (0.12) must also be given ``--required-batch-size-multiple 1``: without it,
+it drops the last batch of the test set when that batch's size is not a multiple of 8 (fairseq
+issue #5036; 96 of 100 sentences translated), which the plugin fixes only when it is loaded.
+Nothing stored in the checkpoint can change that: fairseq-generate batches with its own
+command-line options (a stored ``dataset.required_batch_size_multiple`` is not read), so the
+unroll log says it (:data:`PLAIN_FAIRSEQ_NOTE`).
 """
 
 import argparse
@@ -45,6 +52,10 @@ PET_MODEL_OPTIONS = ("encoder_layer_plan", "decoder_layer_plan", "no_decoder_que
                      "encoder_self_attention", "decoder_self_attention")
 #: task options that only the plugin's tasks know (``DistillationConfig``/``WarmupConfig`` extras)
 PLUGIN_TASK_OPTIONS = ("teacher_path", "confidence_threshold")
+#: logged with every unrolled checkpoint written: what plain fairseq-generate needs to decode every sentence
+PLAIN_FAIRSEQ_NOTE = ("plain fairseq-generate (no --user-dir) needs --required-batch-size-multiple 1 with it: "
+                      "otherwise fairseq 0.12 drops the last batch when its size is not a multiple of 8 "
+                      "(fairseq issue #5036)")
 
 
 class ExportError(Exception):
@@ -353,7 +364,7 @@ def unroll_checkpoint(student: "str | os.PathLike", out: "str | os.PathLike", ch
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(unrolled, out)
     logger.info("%s", summary.describe())
-    logger.info("wrote %s (%.2f MB)", out, out.stat().st_size / 2**20)
+    logger.info("wrote %s (%.2f MB); %s", out, out.stat().st_size / 2**20, PLAIN_FAIRSEQ_NOTE)
     return summary
 
 

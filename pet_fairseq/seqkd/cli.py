@@ -2,19 +2,28 @@
 
     python -m pet_fairseq.seqkd DATA_BIN --teacher TEACHER.pt --out DISTILLED_BIN [--beam 5]
         [--engine fairseq|ctranslate2] [--num-shards N] [--shard-id I] [--degenerate reference|keep|drop]
+        [--max-replaced 0.2]
 
 Without ``--shard-id`` every unfinished shard is decoded in turn, then all are merged; with it only
 that shard is decoded (start one process per shard, on one machine or several sharing the work
 folder), and a later call without it (or with ``--merge-only``) merges. A rerun skips finished
 shards, so an interrupted run resumes where it stopped.
+
+Every option, ``--out`` and ``--work-dir`` are checked before the split is loaded; each problem is
+one line (``error: ...``, exit status 2). The merge refuses a corpus in which more than
+``--max-replaced`` of the hypotheses would be replaced by references (or dropped), keeping the
+shards so that accepting it with ``--max-replaced 1`` decodes nothing again.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -24,8 +33,8 @@ from tqdm import tqdm
 
 from pet_fairseq.evaluation import ct2_worker
 from pet_fairseq.seqkd.corpus import (
-    DEGENERATE_POLICIES, SeqKDError, Split, file_digest, finished_shards, infer_pair, load_split, merge,
-    shard_range, write_shard,
+    DEGENERATE_POLICIES, MAX_REPLACED, SeqKDError, Split, file_digest, finished_shards, infer_pair, load_split,
+    merge, shard_range, source_recipe, write_shard,
 )
 from pet_fairseq.seqkd.engines import DecodeOptions, TeacherDecoder, load_teacher_decoder
 
@@ -57,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--degenerate", choices=DEGENERATE_POLICIES, default="reference",
                    help="what replaces an empty hypothesis or one that hit the length limit: the reference "
                         "target (reference), nothing (keep), or the pair is dropped (drop)")
+    p.add_argument("--max-replaced", type=float, default=MAX_REPLACED,
+                   help="refuse the corpus when more than this share (0-1) of the hypotheses would be replaced by "
+                        "references or dropped (--degenerate reference|drop): a sign of an undertrained teacher or "
+                        "a length limit too short; 1 accepts any corpus")
     p.add_argument("--work-dir", type=Path, default=None, help="where shards are kept (default: OUT.shards)")
     p.add_argument("--keep-shards", action="store_true", help="keep the work folder after merging")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -66,6 +79,88 @@ def build_parser() -> argparse.ArgumentParser:
                         "threads; same hypotheses, faster on small CPUs (default: 1)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     return p
+
+
+#: integer options and the least value each accepts
+AT_LEAST = {"beam": 1, "max_len_b": 1, "batch_size": 1, "max_tokens": 1, "num_shards": 1, "threads": 0,
+            "parallel_batches": 1}
+
+
+def option(name: str) -> str:
+    """The command-line spelling of an argparse destination (``max_len_b`` -> ``--max-len-b``)."""
+    return "--" + name.replace("_", "-")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse impossible numbers, contradicting options and an unusable device (nothing is read yet)."""
+    problems = [f"{option(name)} must be >= {least} (got {getattr(args, name)})"
+                for name, least in AT_LEAST.items() if getattr(args, name) < least]
+    if args.shard_id is not None and args.num_shards >= 1 and not 0 <= args.shard_id < args.num_shards:
+        problems.append(f"--shard-id must be in 0..{args.num_shards - 1} for --num-shards {args.num_shards} "
+                        f"(got {args.shard_id})")
+    if not (math.isfinite(args.max_len_a) and args.max_len_a >= 0):
+        problems.append(f"--max-len-a must be a finite number >= 0 (got {args.max_len_a})")
+    if not math.isfinite(args.lenpen):
+        problems.append(f"--lenpen must be a finite number (got {args.lenpen})")
+    if not 0 <= args.max_replaced <= 1:  # also false for nan
+        problems.append(f"--max-replaced must be a share between 0 and 1 (got {args.max_replaced})")
+    if args.merge_only and args.shard_id is not None:
+        problems.append("--merge-only merges every shard and --shard-id decodes one without merging: pass one of them")
+    if args.engine == "fairseq" and args.parallel_batches != 1:
+        problems.append("--parallel-batches applies to --engine ctranslate2; fairseq uses --threads inside each batch")
+    elif args.engine == "ctranslate2" and args.parallel_batches >= 1 and args.threads >= 0:
+        try:
+            ct2_worker.check_parallel_batches(args.parallel_batches, args.threads or torch.get_num_threads())
+        except ValueError as exc:
+            problems.append(f"--parallel-batches {args.parallel_batches} with --threads {args.threads}: {exc}")
+    if args.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            problems.append(f"--device {args.device}: no CUDA device is available here; use --device cpu")
+    elif args.device != "cpu":
+        problems.append(f"--device must be cpu, cuda or cuda:N (got {args.device})")
+    if problems:
+        raise SeqKDError("; ".join(problems))
+
+
+def check_writable_folder(path: Path, flag: str) -> None:
+    """``path`` (a folder to create or replace) must not be a file and must be creatable in a writable folder."""
+    if path.exists() and not path.is_dir():
+        raise SeqKDError(f"{flag} {path} is a file, not a folder; choose another {flag}")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SeqKDError(f"{flag} {path} lies under {parent}, which is a file, not a folder; choose another {flag}")
+    try:  # a real attempt: os.access says yes to root even on read-only file systems
+        os.rmdir(tempfile.mkdtemp(prefix=".seqkd-write-test-", dir=parent))
+    except OSError as err:
+        raise SeqKDError(f"{flag} {path}: cannot create folders in {parent} ({err.strerror}); choose a writable "
+                         f"location for {flag}") from None
+
+
+def check_paths(args: argparse.Namespace) -> Path:
+    """Check the teacher, the data-bin, ``--out`` and the work folder before anything is loaded; the work folder."""
+    if not args.teacher.is_file():
+        raise SeqKDError(f"teacher checkpoint {args.teacher} does not exist: pass the teacher's .pt with --teacher")
+    if not args.data_bin.is_dir():
+        raise SeqKDError(f"data-bin {args.data_bin} is not a folder; binarize your data first (data_prep/prepare-*.sh)")
+    out = args.out.resolve()
+    if out == args.data_bin.resolve():
+        raise SeqKDError("--out must differ from the data-bin: the distilled corpus never overwrites its source")
+    for what, path in (("the data-bin", args.data_bin), ("the teacher", args.teacher)):
+        if path.resolve().is_relative_to(out):
+            raise SeqKDError(f"--out {args.out} holds {what} ({path}), which replacing --out would delete; "
+                             "choose another --out")
+    check_writable_folder(args.out, "--out")
+    if args.shard_id is None and args.out.exists() and any(args.out.iterdir()) and not args.force:
+        raise SeqKDError(f"{args.out} exists and is not empty; pass --force to replace it, or choose another --out")
+    if args.work_dir is not None:
+        check_writable_folder(args.work_dir, "--work-dir")
+        return args.work_dir
+    work = args.out.with_name(args.out.name + ".shards")
+    if work.exists() and not work.is_dir():
+        raise SeqKDError(f"{work} (the work folder of --out {args.out}) is a file; move it away or pass --work-dir")
+    return work
 
 
 def fingerprint(args: argparse.Namespace, split: Split) -> Dict[str, object]:
@@ -105,25 +200,21 @@ def decode_shard(decoder: TeacherDecoder, split: Split, indices: range, args: ar
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.teacher.is_file():
-        raise SeqKDError(f"teacher checkpoint {args.teacher} does not exist: pass the teacher's .pt with --teacher")
+    check_options(args)
+    work = check_paths(args)
+    if source_recipe(args.data_bin) is None:  # a broken recipe is refused here, before decoding
+        logger.warning("%s has no %s: the seq-KD data-bin will have none either, and translating with a model "
+                       "trained on it needs --recipe", args.data_bin, "preprocessing.json")
     src, tgt = args.source_lang, args.target_lang
     if not (src and tgt):
         src, tgt = infer_pair(args.data_bin, args.split)
     split = load_split(args.data_bin, args.split, src, tgt)
-    if args.out.resolve() == args.data_bin.resolve():
-        raise SeqKDError("--out must differ from the data-bin: the distilled corpus never overwrites its source")
-    if args.shard_id is None and args.out.exists() and any(args.out.iterdir()) and not args.force:
-        raise SeqKDError(f"{args.out} exists and is not empty; pass --force to replace it, or choose another --out")
     if args.threads:
         torch.set_num_threads(args.threads)
-    work = args.work_dir or args.out.with_name(args.out.name + ".shards")
     work.mkdir(parents=True, exist_ok=True)
     prints = fingerprint(args, split)
     done = set(finished_shards(work, args.num_shards, prints))
     wanted = [args.shard_id] if args.shard_id is not None else list(range(args.num_shards))
-    if args.shard_id is not None:
-        shard_range(len(split), args.num_shards, args.shard_id)  # validates the id
     todo = [] if args.merge_only else [s for s in wanted if s not in done]
     if done & set(wanted):
         logger.info("%d of %d shards already finished in %s; decoding %d", len(done & set(wanted)), len(wanted), work, len(todo))
@@ -142,11 +233,14 @@ def run(args: argparse.Namespace) -> int:
         logger.info("shard %d of %d finished in %s; merge with the same options and --merge-only (or without "
                     "--shard-id) once every shard is finished", args.shard_id, args.num_shards, work)
         return 0
-    summary = merge(split, work, args.out, args.num_shards, prints, args.degenerate, args.force)
+    summary = merge(split, work, args.out, args.num_shards, prints, args.degenerate, args.force, args.max_replaced)
     if not args.keep_shards:
         shutil.rmtree(work)
+    if summary["warning"]:
+        print(summary["warning"], file=sys.stderr)
     print(f"seq-KD corpus: {summary['written']:,} of {summary['sentences']:,} {split.name} pairs -> {args.out}; "
           f"{summary['empty']} empty and {summary['runaway']} length-limited hypotheses ({args.degenerate}); "
+          f"recipe: {', '.join(summary['recipe']) or 'none'}; "
           f"decoding {summary['decode_seconds']:.0f} s, {summary['sentences_per_second']} sent/s, "
           f"{summary['tokens_per_second']} tok/s", file=sys.stderr)
     return 0

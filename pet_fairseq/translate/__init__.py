@@ -9,6 +9,7 @@ per module:
 * :mod:`~pet_fairseq.translate.lines` -- every input line answered in order: empty lines, over-long lines
 * :mod:`~pet_fairseq.translate.fairseq_model` -- batched beam search with a fairseq checkpoint
 * :mod:`~pet_fairseq.translate.ctranslate2_model` -- the same with a CTranslate2 export
+* :mod:`~pet_fairseq.translate.direction` -- ``--source-lang``/``--target-lang`` checked against the model's direction
 * :mod:`~pet_fairseq.translate.cli` -- command line: loading, reading input in buffers, writing output
 """
 

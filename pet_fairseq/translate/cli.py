@@ -11,21 +11,29 @@ BPE; the output is de-BPE'd and Moses-detokenized. Every input line gets exactly
 in order: empty lines stay empty, lines longer than the model can read are truncated (warning on
 stderr naming the line). Lines are read in buffers of --buffer-size and decoded in batches of
 --batch-size sentences sorted by length.
+
+--output FILE is written to a temporary file in FILE's folder (.FILE.PID.tmp) and renamed to FILE
+only when every line is translated: a failed, interrupted or killed run leaves an existing FILE as
+it was (the temporary file is removed, except after a SIGKILL).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import shutil
+import signal
 import sys
 import warnings
 from itertools import islice
 from pathlib import Path
-from typing import BinaryIO, Iterator, List, Optional, TextIO
+from typing import BinaryIO, Callable, Iterator, List, Optional, TextIO
 
 from pet_fairseq.evaluation.errors import EvaluationError
 from pet_fairseq.preprocessing.files import PrepError
-from pet_fairseq.preprocessing.recipe import DataRecipe, read_recipe, recipe_path
+from pet_fairseq.preprocessing.recipe import RECIPE_FILE, DataRecipe, read_recipe
 from pet_fairseq.translate.lines import LineTranslator, TranslateError
 from pet_fairseq.translate.text import SourceText, TargetText
 
@@ -36,12 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("model", type=Path, help="fairseq checkpoint (.pt) or CTranslate2 model directory")
     p.add_argument("input", nargs="?", default="-", help="text file, one sentence per line (default: - = stdin)")
-    p.add_argument("--output", "-o", type=Path, help="write the translations here (default: stdout)")
+    p.add_argument("--output", "-o", type=Path,
+                   help="write the translations here (default: stdout); written to a temporary file in the same "
+                        "folder and renamed to OUTPUT when complete, so a failed or killed run leaves an existing "
+                        "OUTPUT unchanged")
     p.add_argument("--data-bin", type=Path,
                    help="data-bin with the dictionaries and preprocessing.json (default: the model's training "
                         "data-bin; for a CTranslate2 model the one recorded at export)")
     p.add_argument("--recipe", type=Path, help="preprocessing recipe file (default: DATA_BIN/preprocessing.json)")
-    p.add_argument("--source-lang", help="default: from the model, else the data-bin's language pair")
+    p.add_argument("--source-lang", help="default: from the model, else the data-bin's language pair (a direction "
+                   "other than the one the model records is refused)")
     p.add_argument("--target-lang", help="default: from the model, else the data-bin's language pair")
     p.add_argument("--beam", type=int, default=5, help="beam size (default: 5)")
     p.add_argument("--batch-size", type=int, default=32, help="sentences per decoding batch (default: 32)")
@@ -54,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "threads; faster for small models on several cores (default: 1)")
     p.add_argument("--max-len-a", type=float, default=0, help="output length limit a * source length + b (default: 0)")
     p.add_argument("--max-len-b", type=int, default=200, help="see --max-len-a (default: 200)")
+    p.add_argument("--no-shortlist", action="store_true",
+                   help="decode over the whole target vocabulary even if the model stores a shortlist")
     return p
 
 
@@ -72,6 +86,12 @@ def check_options(args: argparse.Namespace) -> None:
         raise TranslateError(f"--device {args.device}: expected cpu, cuda or cuda:N")
     if args.input != "-" and not Path(args.input).is_file():
         raise TranslateError(f"input {args.input} is not a file (pass - or nothing to read stdin)")
+    if args.output is not None:
+        if args.output.is_dir():
+            raise TranslateError(f"--output {args.output} is a folder; pass a file name")
+        if not Path(os.path.realpath(args.output)).parent.is_dir():
+            raise TranslateError(f"--output {args.output}: its folder {args.output.parent} does not exist; "
+                                 "create it first")
     if not args.model.exists():
         raise TranslateError(f"model {args.model} does not exist: pass a checkpoint written by fairseq-train "
                              "or a CTranslate2 model directory")
@@ -88,7 +108,8 @@ def load(args: argparse.Namespace):
 
         backend, data_bin, langs = load_ctranslate2_model(
             args.model, args.data_bin, args.source_lang, args.target_lang, args.device, args.threads or 1,
-            args.beam, args.max_len_a, args.max_len_b, args.batch_size, args.parallel_batches)
+            args.beam, args.max_len_a, args.max_len_b, args.batch_size, args.parallel_batches,
+            use_shortlist=not args.no_shortlist)
     else:
         import torch
 
@@ -103,9 +124,26 @@ def load(args: argparse.Namespace):
         backend, data_bin, langs = load_fairseq_model(
             args.model, args.data_bin, args.source_lang, args.target_lang, args.device, args.beam, args.max_len_a,
             args.max_len_b, args.batch_size)
-    recipe = read_recipe(args.recipe or recipe_path(data_bin))
+    recipe = read_recipe(find_recipe(args.recipe, data_bin))
     check_recipe_languages(recipe, langs)
     return backend, recipe, langs
+
+
+def find_recipe(recipe: Optional[Path], data_bin: Path) -> Path:
+    """The recipe file to read: ``--recipe`` (a file, or a folder holding one), else ``DATA_BIN/preprocessing.json``.
+
+    A missing file is a :class:`TranslateError` naming the path looked for and where a recipe comes from.
+    """
+    folder = data_bin if recipe is None else recipe if recipe.is_dir() else None
+    path = recipe if folder is None else folder / RECIPE_FILE
+    if path.is_file():
+        return path
+    where = f"--recipe {recipe}" if recipe is not None else f"the data-bin {data_bin}"
+    raise TranslateError(
+        f"{path} not found ({where} holds no preprocessing recipe), so the input cannot be prepared like the "
+        "model's training text: pass --recipe with the preprocessing.json of the data-bin the text was prepared "
+        "in (for a student trained on a seq-KD corpus, the original data-bin's) or --data-bin that data-bin; "
+        "data-bins not made by data_prep/prepare-*.sh need a hand-written one (docs/translate.md)")
 
 
 def check_recipe_languages(recipe: DataRecipe, langs: tuple[str, str]) -> None:
@@ -139,6 +177,49 @@ def translate_stream(translator: LineTranslator, lines: Iterator[str], out: Text
         done += len(buffer)
 
 
+@contextlib.contextmanager
+def replaced_when_complete(path: Path) -> Iterator[TextIO]:
+    """A text file to write ``path``'s new content to: a temporary file renamed over ``path`` on success.
+
+    The temporary file (``.NAME.PID.tmp``) lies in the folder of the file ``path`` resolves to, so
+    the rename is atomic and a symbolic link stays a link; it gets an existing file's permissions.
+    On an exception, Ctrl-C or SIGTERM (turned into ``SystemExit(143)`` meanwhile) it is removed and
+    ``path`` keeps its old content. A ``path`` that exists but is no regular file (``/dev/stdout``,
+    a FIFO) is written directly.
+    """
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_file():
+        with open(target, "w", encoding="utf-8") as out:
+            yield out
+        return
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    restore = _exit_on_sigterm()
+    try:
+        with open(tmp, "w", encoding="utf-8") as out:
+            if target.exists():
+                shutil.copymode(target, tmp)
+            yield out
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+        restore()
+
+
+def _exit_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM raise ``SystemExit(143)`` so that ``finally`` blocks run; returns what restores the old handler.
+
+    Outside the main thread signal handlers cannot be set: SIGTERM keeps its handler there.
+    """
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="[translate] %(message)s", stream=sys.stderr, force=True)
@@ -156,16 +237,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         buffer_size = args.buffer_size or (1 if stdin and sys.stdin.isatty() else 1000)
         warn(f"[translate] {args.model}: {langs[0]}->{langs[1]}, beam {args.beam}, batch {args.batch_size}, "
              f"{args.device}; input: {'stdin' if stdin else args.input}")
-        source = sys.stdin.buffer if stdin else open(args.input, "rb")
-        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-        try:
+        with contextlib.ExitStack() as stack:
+            source = sys.stdin.buffer if stdin else stack.enter_context(open(args.input, "rb"))
+            out = stack.enter_context(replaced_when_complete(args.output)) if args.output else sys.stdout
             count = translate_stream(translator, read_lines(source, warn), out, buffer_size)
-        finally:
-            if not stdin:
-                source.close()
-            if args.output:
-                out.close()
-        warn(f"[translate] {count:,} lines translated")
+        warn(f"[translate] {count:,} lines translated{f' to {args.output}' if args.output else ''}")
     except (TranslateError, EvaluationError, PrepError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from pet_fairseq.evaluation import ct2_worker
 from pet_fairseq.evaluation.checks import resolve_languages
 from pet_fairseq.evaluation.ct2_model import (check_vocabularies, export_info, has_shortlist, is_model_dir,
                                               require_ctranslate2)
+from pet_fairseq.core.direction import check_direction
 from pet_fairseq.translate.lines import TranslateError
 
 #: fairseq's default ``max_source_positions``, assumed when model.bin holds no position table
@@ -54,19 +55,24 @@ class CTranslate2Model:
 def load_ctranslate2_model(model_dir: Path, data_bin: Optional[Path], source_lang: Optional[str],
                            target_lang: Optional[str], device: str, threads: int, beam: int, max_len_a: float,
                            max_len_b: int, batch_size: int,
-                           parallel_batches: int = 1) -> tuple[CTranslate2Model, Path, tuple[str, str]]:
+                           parallel_batches: int = 1,
+                           use_shortlist: bool = True) -> tuple[CTranslate2Model, Path, tuple[str, str]]:
     """Load a CTranslate2 model directory; ``data_bin`` defaults to the one recorded at export.
 
     ``parallel_batches``: decode each batch as that many parts side by side on ``threads / parallel_batches``
-    threads each (:func:`pet_fairseq.evaluation.ct2_worker.load_translator`).
+    threads each (:func:`pet_fairseq.evaluation.ct2_worker.load_translator`). ``use_shortlist``: decode
+    with the model's vocabulary shortlist when it stores one (False: over the whole target vocabulary).
 
     Returns the model, the data-bin (where the recipe is) and the (source, target) languages:
-    the options, else those recorded at export, else the data-bin's only pair.
+    the options, else those recorded at export, else the data-bin's only pair. Options that
+    contradict the direction recorded at export are refused.
     """
     require_ctranslate2()
     if not is_model_dir(model_dir):
         raise TranslateError(f"{model_dir} is not a CTranslate2 model directory (no model.bin)")
     info = export_info(model_dir)
+    check_direction(str(model_dir), (info.get("source_lang"), info.get("target_lang")), source_lang, target_lang,
+                    TranslateError)
     data_bin = data_bin or (Path(info["data_bin"]) if info.get("data_bin") else None)
     if data_bin is None or not data_bin.is_dir():
         raise TranslateError(f"{model_dir}: the data-bin it was exported from ({data_bin or 'not recorded'}) is not a "
@@ -81,5 +87,5 @@ def load_ctranslate2_model(model_dir: Path, data_bin: Optional[Path], source_lan
     except ValueError as exc:
         raise TranslateError(f"--parallel-batches {parallel_batches} with --threads {threads}: {exc}") from exc
     model = CTranslate2Model(translator, source_positions(model_dir) - 1, beam, max_len_a, max_len_b, batch_size,
-                             use_vmap=has_shortlist(model_dir))
+                             use_vmap=use_shortlist and has_shortlist(model_dir))
     return model, data_bin, langs

@@ -18,6 +18,7 @@ from fairseq import utils
 from pet_fairseq.evaluation.checkpoint import read_checkpoint
 from pet_fairseq.evaluation.checks import check_dictionaries, resolve_languages, task_config
 from pet_fairseq.evaluation.decode import Decoder, load_model
+from pet_fairseq.core.direction import check_direction
 from pet_fairseq.translate.lines import TranslateError
 
 
@@ -61,9 +62,13 @@ def load_fairseq_model(checkpoint: Path, data_bin: Optional[Path], source_lang: 
     """Load ``checkpoint`` with the dictionaries of ``data_bin`` (default: its training data-bin).
 
     Returns the model, the data-bin used and the (source, target) languages: the options, else
-    the checkpoint's task, else the data-bin's only language pair.
+    the checkpoint's task, else the data-bin's only language pair. Options that contradict the
+    direction the checkpoint records are refused (:func:`~pet_fairseq.core.direction.check_direction`).
     """
     state = read_checkpoint(checkpoint)
+    task = task_config(state)
+    check_direction(str(checkpoint), (task.get("source_lang"), task.get("target_lang")), source_lang, target_lang,
+                    TranslateError)
     data_bin = data_bin or training_data_bin(state)
     if data_bin is None or not data_bin.is_dir():
         raise TranslateError(f"{checkpoint} needs the dictionaries of the data-bin it was trained on, and "

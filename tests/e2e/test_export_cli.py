@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -182,3 +184,92 @@ def test_a_shortlist_from_the_training_bitext_travels_with_the_model_into_every_
     # candidate union, so the shortlisted output may differ a little from whole-batch decoding
     assert plain_row["bleu"]["detok"] == pytest.approx(scores["plain"], abs=0.01)
     assert abs(shortlist_row["bleu"]["detok"] - scores["plain"]) <= 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# the unrolled checkpoint in stock fairseq, the plugin not importable (issue 25)
+
+#: runs fairseq-generate's own entry point (what the ``fairseq-generate`` script calls) with ``pet_fairseq``
+#: made unimportable, then reports whether the plugin or its batching fix was loaded after all
+WITHOUT_PLUGIN = """
+import sys
+class NoPlugin:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pet_fairseq" or name.startswith("pet_fairseq."):
+            raise ModuleNotFoundError(f"{name} is blocked: this run must not use the plugin")
+        return None
+sys.meta_path.insert(0, NoPlugin())
+from fairseq_cli.generate import cli_main
+sys.argv = ["fairseq-generate", *sys.argv[1:]]
+try:
+    cli_main()
+finally:
+    from fairseq.data import data_utils
+    patched = getattr(data_utils.batch_by_size, "_pet_keeps_last_batch", False)
+    print(f"plugin imported: {'pet_fairseq' in sys.modules}, last batch kept by the plugin: {patched}", file=sys.stderr)
+"""
+
+
+def without_pythonpath() -> dict[str, str]:
+    """This process's environment without PYTHONPATH (which could put the repository on the import path)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def generate_without_plugin(data: Path, checkpoint: Path, cwd: Path, *extra: str) -> list[int]:
+    """Sentence ids fairseq-generate printed a hypothesis for, run from ``cwd`` in a process without the plugin."""
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_PLUGIN, str(data), "--path", str(checkpoint), "--gen-subset",
+                           "test", "--beam", "2", "--max-len-b", "5", "--cpu", *extra],
+                          cwd=cwd, env={**without_pythonpath(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "plugin imported: False, last batch kept by the plugin: False" in proc.stderr
+    return sorted(int(line.split("\t")[0][2:]) for line in proc.stdout.splitlines() if line.startswith("H-"))
+
+
+def test_an_unrolled_student_decodes_every_sentence_in_stock_fairseq_with_the_documented_option(tmp_path):
+    """fairseq-generate without the plugin on an unrolled student: every one of 100 test sentences with
+    ``--required-batch-size-multiple 1`` (what the export docs and the unroll log tell users to pass).
+
+    The plugin must not be importable in that process. Running from a folder outside the repository
+    without PYTHONPATH is not enough: ``pip install -e .`` puts a finder for ``pet_fairseq`` on every
+    interpreter's ``sys.meta_path`` (in this venv ``importlib.util.find_spec("pet_fairseq")`` finds the
+    repository from any folder), so the process puts a finder in front of it that refuses ``pet_fairseq``,
+    and reports that neither the plugin nor its last-batch fix got loaded.
+
+    Without the option fairseq 0.12 translates 96 of the 100 (fairseq issue #5036: a last batch whose
+    size is not a multiple of 8 is dropped), also when the checkpoint stores
+    ``dataset.required_batch_size_multiple = 1``: fairseq-generate batches with its command-line options
+    only, so nothing stored in the checkpoint can fix it, and the unroll log names the option instead.
+    """
+    import torch
+    from fairseq.data import indexed_dataset
+
+    from tests.conftest import make_checkpoint, toy_dictionary, write_data_dir
+
+    dictionary = toy_dictionary(40)
+    data = write_data_dir(tmp_path / "data-bin", dictionary)
+    g = torch.Generator().manual_seed(0)
+    for lang in ("de", "en"):
+        builder = indexed_dataset.make_builder(str(data / f"test.de-en.{lang}.bin"), impl="mmap",
+                                               vocab_size=len(dictionary))
+        for _ in range(100):
+            length = int(torch.randint(2, 9, (1,), generator=g))
+            words = " ".join(f"w{int(i)}" for i in torch.randint(0, 40, (length,), generator=g))
+            builder.add_item(dictionary.encode_line(words, add_if_not_exist=False))
+        builder.finalize(str(data / f"test.de-en.{lang}.idx"))
+    student, _, _ = make_checkpoint(tmp_path / "student.pt", data, "pet_iwslt_de_en", *SMALL, seed=4)
+    unrolled = tmp_path / "student.transformer.pt"
+    log = export("unroll", str(student), str(unrolled))
+    assert ("plain fairseq-generate (no --user-dir) needs --required-batch-size-multiple 1 with it: otherwise fairseq "
+            "0.12 drops the last batch when its size is not a multiple of 8 (fairseq issue #5036)") in log
+    stored = tmp_path / "student.stored-multiple.pt"
+    state = torch.load(unrolled)
+    state["cfg"]["dataset"]["required_batch_size_multiple"] = 1
+    torch.save(state, stored)
+
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    assert generate_without_plugin(data, unrolled, cwd, "--required-batch-size-multiple", "1") == list(range(100))
+    for checkpoint in (unrolled, stored):
+        dropped = generate_without_plugin(data, checkpoint, cwd)
+        assert len(dropped) == 96 and set(dropped) < set(range(100))

@@ -115,9 +115,20 @@ def test_bad_inputs_fail_with_a_clear_message(multi30k_bin, tiny_teacher, tmp_pa
         (["--teacher", str(tiny_teacher), "--engine", "ctranslate2", "--threads", "2", "--parallel-batches", "3"],
          "3 parallel batches cannot share 2 threads evenly"),
     ]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    cases += [  # checked before the split is loaded, one line each, naming the option
+        (["--teacher", str(tiny_teacher), "--num-shards", "0"], "error: --num-shards must be >= 1 (got 0)"),
+        (["--teacher", str(tiny_teacher), "--beam", "0", "--max-tokens", "0"],
+         "error: --beam must be >= 1 (got 0); --max-tokens must be >= 1 (got 0)"),
+        (["--teacher", str(tiny_teacher), "--out", str(notes / "x")],
+         f"error: --out {notes / 'x'} lies under {notes}, which is a file, not a folder; choose another --out"),
+    ]
     for extra, message in cases:
         proc = subprocess.run(base + extra, capture_output=True, text=True)
         assert proc.returncode == 2 and message in proc.stderr, (extra, proc.stderr[-500:])
+        assert "Traceback" not in proc.stderr and ".shards" not in proc.stderr, (extra, proc.stderr[-500:])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and notes.read_text() == "mine"
     same = subprocess.run([sys.executable, "-m", "pet_fairseq.seqkd", str(multi30k_bin), "--teacher", str(tiny_teacher),
                            "--out", str(multi30k_bin)], capture_output=True, text=True)
     assert same.returncode == 2 and "never overwrites its source" in same.stderr
