@@ -115,3 +115,66 @@ LOG = """\
 def test_valid_points_parse_nll_and_bleu_and_keep_the_last_of_a_repeated_update():
     points = valid_points(LOG)
     assert [(p.updates, p.nll_bits, p.bleu) for p in points] == [(75, 8.5, 0.4), (150, 5.0, 13.0)]
+
+
+def test_equal_time_spec_plans_corpus_cache_and_partners(tmp_path):
+    from pet_fairseq.study.runner import cache_dir, plan_jobs
+
+    spec = load_spec(REPO / "configs" / "study" / "multi30k-equal-time.json")
+    setup = Setup(tmp_path / "bin", tmp_path / "t.pt", "de", "en", REPO / "pet_fairseq")
+    jobs = {j.name: j for j in plan_jobs(spec, setup, tmp_path, Path("fairseq-train"), Path("python"))}
+    assert list(jobs) == ["corpus:beam5", "cache:beam5-k16", "distilled", "no-kd", "no-kd-equal-updates",
+                          "online-kd-equal-updates"]
+    cache = jobs["cache:beam5-k16"]
+    assert cache.argv[1:4] == ["-m", "pet_fairseq.kdcache", str(tmp_path / "corpora" / "beam5")]
+    assert cache.needs == ["corpus:beam5"] and cache.marker == cache_dir(tmp_path, "beam5-k16") / "cache.json"
+    distilled = jobs["distilled"]
+    assert distilled.charges == ["corpus:beam5", "cache:beam5-k16"] and distilled.seconds == 2400
+    argv = distilled.argv
+    assert argv[argv.index("--teacher-cache") + 1] == str(cache_dir(tmp_path, "beam5-k16"))
+    assert argv[argv.index("--inter-beta") + 1] == "0" and "--stop-time-hours" not in argv  # added at start
+    assert jobs["no-kd"].charges == [] and jobs["no-kd"].seconds == 2400
+    assert jobs["no-kd-equal-updates"].needs == ["distilled"] and jobs["no-kd-equal-updates"].charges == []
+    assert jobs["online-kd-equal-updates"].charges == ["corpus:beam5"]
+    assert "--teacher-cache" not in jobs["online-kd-equal-updates"].argv
+
+
+def test_a_time_budget_pays_for_its_corpus_and_cache_and_a_partner_gets_its_updates(tmp_path):
+    from pet_fairseq.study.runner import time_left
+
+    corpus = script_job(tmp_path, "corpus:c", "import time; time.sleep(0.3)")
+    corpus.marker = tmp_path / "corpus:c" / "seqkd.json"  # a corpus job: marker written by the tool itself
+    write = f"open(r'{tmp_path / 'corpus:c' / 'seqkd.json'}', 'w').write('{{}}')"
+    corpus.argv = [sys.executable, "-c", f"import time; time.sleep(0.3); {write}"]
+    argv_dump = "import sys, pathlib; print('num_updates 42'); print(' '.join(sys.argv[1:]))"
+    timed = script_job(tmp_path, "timed", f"{argv_dump}; open(r'{tmp_path / 'timed' / 'checkpoint_last.pt'}', 'w')",
+                       needs=["corpus:c"])
+    timed.seconds, timed.charges = 100.0, ["corpus:c"]
+    partner = script_job(tmp_path, "partner", f"{argv_dump}; open(r'{tmp_path / 'partner' / 'checkpoint_last.pt'}', 'w')",
+                         needs=["timed"])
+    partner.updates_of = "timed"
+    assert run_jobs([corpus, timed, partner]) == {"corpus:c": "ok", "timed": "ok", "partner": "ok"}
+    corpus_wall = json.loads(corpus.wall_file.read_text())["wall_seconds"]
+    assert corpus_wall >= 0.3 and corpus.wall_file.name == "train.wall.json"
+    record = json.loads(timed.marker.read_text())
+    assert record["paid_seconds"] == corpus_wall and record["budget_seconds"] == 100 and record["updates"] == 42
+    hours = float(timed.log.read_text().split("--stop-time-hours ")[1].split()[0])
+    assert hours * 3600 == pytest.approx(100 - corpus_wall, abs=0.01)
+    assert "--max-update 42" in partner.log.read_text()
+    timed.seconds = corpus_wall  # nothing left to train
+    with pytest.raises(SpecError, match="nothing is left to train"):
+        time_left(timed, {"corpus:c": corpus})
+
+
+def test_spec_checks_time_budgets_caches_and_partners():
+    base = {"budget": 10, "students": {"s": ""}}
+    bad = [({"name": "a", "student": "s", "criterion": "ce", "seconds": 0}, "must be positive"),
+           ({"name": "a", "student": "s", "criterion": "ce", "cache_k": 8}, "cache_k needs criterion kd"),
+           ({"name": "a", "student": "s", "criterion": "kd", "cache_k": 8, "args": "--inter-beta 2"}, "add '--inter-beta 0'"),
+           ({"name": "a", "student": "s", "criterion": "ce", "updates_of": "a"}, "updates_of must name another variant")]
+    for variant, message in bad:
+        with pytest.raises(SpecError, match=message):
+            parse_spec({**base, "variants": [variant]})
+    ok = parse_spec({**base, "variants": [{"name": "a", "student": "s", "criterion": "kd", "cache_k": 8,
+                                            "args": "--inter-beta 0 --encoder-layer-map ''"}]})
+    assert ok.variants[0].cache_name == "references-k8"
