@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole method on one machine: data -> teacher -> sequence-level KD corpus -> the PET student
-# distilled with the project's recipe, and the same student trained without the teacher for the
-# same number of updates -> BLEU, memory and decode speed of all three, side by side.
+# The whole method on one machine: data -> a teacher trained until its validation BLEU stops improving ->
+# sequence-level KD corpus -> teacher cache -> the PET student distilled with the project's recipe, and the
+# same student trained without the teacher for the same wall time (corpus and cache included) -> BLEU,
+# memory and decode speed side by side, and one line saying what distillation bought at equal time.
 #
 #   bash scripts/quickstart.sh                  # Multi30k de->en, CPU budgets (see README for the measured time)
 #   bash scripts/quickstart.sh --full           # the paper's sizes and budgets (IWSLT-size models): a GPU job
@@ -12,7 +13,7 @@
 # the tables; fairseq's logs are files under OUT (each stage names its log).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DATASET=multi30k RAW="" OUT="$ROOT/runs/quickstart" FULL=0 FORCE=0 SRC="" TGT="" T_UPDATES=300
+DATASET=multi30k RAW="" OUT="$ROOT/runs/quickstart" FULL=0 FORCE=0 SRC="" TGT="" T_UPDATES=5000 PARTNERS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --dataset) DATASET="$2"; shift 2 ;;
@@ -22,10 +23,13 @@ while [ $# -gt 0 ]; do
     --tgt) TGT="$2"; shift 2 ;;
     --full) FULL=1; shift ;;
     --teacher-updates) T_UPDATES="$2"; shift 2 ;;
+    --equal-updates) PARTNERS=1; shift ;;
     --force) FORCE=1; shift ;;
     -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
                echo "Options: --dataset multi30k|iwslt14  --raw PATH  --src L --tgt L  --out DIR (runs/quickstart)  --full  --force"
-               echo "         --teacher-updates N (300; the students' budget is the study spec's, configs/study/)"; exit 0 ;;
+               echo "         --teacher-updates N (5000: the guard; the teacher stops earlier, after 3 validations without a better BLEU)"
+               echo "         --equal-updates (also train the equal-updates partners: no KD and online KD for as many updates as"
+               echo "                          the distilled student; the students' budgets are configs/study/multi30k-equal-time.json)"; exit 0 ;;
     *) echo "error: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -59,43 +63,64 @@ if [ "$FULL" = 1 ]; then
   SPEC="$ROOT/configs/study/iwslt14-full.json" JOBS=(--jobs 1)
   EVAL="--subset test --beam 5 --batch-size 64 --repeats 3"
 else
-  # CPU budgets (2 cores): a 3+3 half-width (256) pre-LN teacher, 300 updates. The students (configs/study/
-  # multi30k.json) are PET's student scaled to that teacher as the paper scales it to transformer_iwslt_de_en:
-  # 2 unique layers run as 4 (0,1,0~,1~) per side, width 128, ~1/5 of the teacher's parameters.
-  TEACHER=(--cpu --teacher-arch transformer --teacher-max-update "$T_UPDATES" --teacher-args
+  # CPU budgets (2 cores): a 3+3 half-width (256) pre-LN teacher, validated every 250 updates (greedy valid
+  # BLEU) and stopped after 3 validations without a better one. The students (configs/study/multi30k-equal-time.json)
+  # are PET's student scaled to that teacher as the paper scales it to transformer_iwslt_de_en: 2 unique layers
+  # run as 4 (0,1,0~,1~) per side, width 128, ~1/5 of the teacher's parameters; each lane gets 2,400 s.
+  TEACHER=(--cpu --teacher-arch transformer --teacher-max-update "$T_UPDATES" --teacher-validate-every 250
+           --teacher-patience 3 --teacher-metric bleu --teacher-args
            "--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 \
             --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 \
             --decoder-attention-heads 4 --encoder-normalize-before --decoder-normalize-before \
-            --share-all-embeddings --lr 1.5e-3 --warmup-updates 150 --dropout 0.2")
-  SPEC="$ROOT/configs/study/multi30k.json" JOBS=(--jobs 2 --threads 1)  # both students at once, a core each
-  EVAL="--subset test --beam 5 --batch-size 64 --repeats 1 --max-sentences 500 --max-len-a 1.2 --max-len-b 10"
+            --share-all-embeddings --lr 1.5e-3 --warmup-updates 150 --dropout 0.3")
+  SPEC="$ROOT/configs/study/multi30k-equal-time.json" JOBS=(--jobs 2 --threads 1)  # two lanes, a core each
+  EVAL="--subset test --beam 5 --batch-size 64 --repeats 1 --max-sentences 500"  # translate's length limit
 fi
 
 say "3/5 teacher (scripts/train_pet.sh --teacher-only)"
 bash "$ROOT/scripts/train_pet.sh" --data-bin "$DATA/data-bin" --out "$OUT/pet" --source-lang "$SRC" --target-lang "$TGT" \
   --teacher-only "${TEACHER[@]}"
-TEACHER_CKPT="$OUT/pet/teacher/checkpoint_last.pt"
+TEACHER_CKPT="$OUT/pet/teacher/checkpoint_best.pt"
+[ -f "$TEACHER_CKPT" ] || TEACHER_CKPT="$OUT/pet/teacher/checkpoint_last.pt"
 
 BPE=(--bpe subword_nmt --bpe-codes "$DATA/bpe/code")
 [ -f "$DATA/bpe/code" ] || BPE=(--bpe sentencepiece --sentencepiece-model "$DATA/bpe/spm.model")
-STUDY=("$BIN/python" -m pet_fairseq.study --spec "$SPEC" --only no-kd,seqkd-wordkd-inter --tag quickstart
+ONLY=distilled,no-kd
+[ "$PARTNERS" = 1 ] && ONLY=distilled,no-kd,no-kd-equal-updates,online-kd-equal-updates
+[ "$FULL" = 1 ] && ONLY=no-kd,seqkd-wordkd-inter
+STUDY=("$BIN/python" -m pet_fairseq.study --spec "$SPEC" --only "$ONLY" --tag quickstart
        --data-bin "$DATA/data-bin" --teacher "$TEACHER_CKPT" --out "$OUT/study" --source-lang "$SRC" --target-lang "$TGT")
-say "4/5 seq-KD corpus, then the PET student with the recipe (seq-KD + word KD + intermediate loss) and without KD, equal updates (python -m pet_fairseq.study; logs under $OUT/study)"
+say "4/5 two lanes of equal wall time: seq-KD corpus + teacher cache + the distilled PET student, and the same student without KD (python -m pet_fairseq.study; logs under $OUT/study)"
 "${STUDY[@]}" "${JOBS[@]}" --train-only
 say "5/5 BLEU, memory and decode speed, teacher first (evaluation tool; log: $OUT/study/eval-quickstart.log)"
 "${STUDY[@]}" "${BPE[@]}" --eval-args "$EVAL"
 echo >&2
 cat "$OUT/study/eval-quickstart/report.md" >&2
 
-"$BIN/python" - "$OUT/study/study-quickstart.json" <<'PY'
-import json, sys
+"$BIN/python" - "$OUT/study/study-quickstart.json" "$OUT/pet/teacher/plateau.json" "$START" <<'PY'
+import json, sys, time
 study = json.load(open(sys.argv[1]))
 rows = {r["variant"]["name"]: r for r in study["rows"]}
-teacher, kd, nokd = study["teacher"]["detok"], rows["seqkd-wordkd-inter"]["bleu"], rows["no-kd"]["bleu"]
-print(f"\nBLEU after {study['budget']} student updates each: teacher {teacher:.2f}, distilled PET student {kd:.2f} "
-      f"({kd - teacher:+.2f} vs the teacher), the same student without KD {nokd:.2f} (KD: {kd - nokd:+.2f})")
-if teacher < nokd + 1.0:
-    print("WARNING: the teacher does not beat the student trained without KD by at least 1 BLEU, so KD has little "
-          "to transfer. Train the teacher longer (--teacher-updates).")
+teacher = study["teacher"]["detok"]
+try:
+    plateau = json.load(open(sys.argv[2]))
+    print(f"\nteacher: stopped at update {plateau['stopped_at_update']} after {plateau['wall_seconds']:.0f} s, best valid "
+          f"BLEU {plateau['best_value']:.2f} at update {plateau['best_update']}; test BLEU {teacher:.2f}")
+except (OSError, KeyError, ValueError):
+    print(f"\nteacher: test BLEU {teacher:.2f} (no plateau report: a --teacher checkpoint or an older run)")
+if "distilled" in rows:
+    kd, nokd = rows["distilled"], rows["no-kd"]
+    total = lambda r: (r["train_seconds"] or 0) + (r["paid_seconds"] or 0)
+    print(f"equal wall time: distilled {kd['bleu']:.2f} ({total(kd):.0f} s: corpus + cache {kd['paid_seconds'] or 0:.0f} s, "
+          f"{kd['updates']} updates) vs no KD {nokd['bleu']:.2f} ({total(nokd):.0f} s, {nokd['updates']} updates): "
+          f"distillation {'wins' if kd['bleu'] > nokd['bleu'] else 'loses'} by {abs(kd['bleu'] - nokd['bleu']):.2f} BLEU; "
+          f"teacher {teacher:.2f}")
+    for name in ("no-kd-equal-updates", "online-kd-equal-updates"):
+        if name in rows:
+            print(f"equal updates ({rows[name]['updates']}): {rows[name]['variant']['label']}: {rows[name]['bleu']:.2f}")
+else:
+    kd, nokd = rows["seqkd-wordkd-inter"]["bleu"], rows["no-kd"]["bleu"]
+    print(f"equal updates: distilled {kd:.2f}, no KD {nokd:.2f} (KD: {kd - nokd:+.2f}), teacher {teacher:.2f}")
+print(f"whole run: {time.time() - float(sys.argv[3]):.0f} s")
 PY
 say "done: tables in $OUT/study/eval-quickstart/report.md and $OUT/study/study-quickstart.md, curves in $OUT/study/curves-quickstart.png"

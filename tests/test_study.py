@@ -178,3 +178,21 @@ def test_spec_checks_time_budgets_caches_and_partners():
     ok = parse_spec({**base, "variants": [{"name": "a", "student": "s", "criterion": "kd", "cache_k": 8,
                                             "args": "--inter-beta 0 --encoder-layer-map ''"}]})
     assert ok.variants[0].cache_name == "references-k8"
+
+
+def test_update_cost_reads_train_wall_after_the_first_window_and_checks_its_options(tmp_path, capsys):
+    from pet_fairseq.study.update_cost import main, mode_args, seconds_per_update
+
+    log = "\n".join(f'2026 | INFO | train_inner | {{"num_updates": "{u}", "train_wall": "{w}"}}'
+                    for u, w in ((5, 9.0), (10, 2.0), (15, 3.0)))
+    assert seconds_per_update(log) == pytest.approx((2.0 + 3.0) / 10)
+    with pytest.raises(ValueError, match="fewer than two"):
+        seconds_per_update(log.splitlines()[0])
+    cached = mode_args("cached-kd", Path("t.pt"), Path("cache"), ["--kd-alpha", "0.5"])
+    assert cached[cached.index("--teacher-cache") + 1] == "cache" and cached[cached.index("--inter-beta") + 1] == "0"
+    assert "--teacher-path" not in mode_args("ce", Path("t.pt"), None, [])
+    spec = REPO / "configs" / "study" / "multi30k.json"
+    common = ["--spec", str(spec), "--data-bin", str(tmp_path), "--teacher", str(tmp_path / "t.pt")]
+    assert main(common + ["--modes", "ce,nope"]) == 2 and "unknown nope" in capsys.readouterr().err
+    assert main(common) == 2 and "--cache must be a finished teacher cache" in capsys.readouterr().err
+    assert main(common + ["--modes", "ce", "--student", "x"]) == 2 and "--student 'x' is not in" in capsys.readouterr().err

@@ -37,6 +37,7 @@ def recipe(multi30k_bin, tmp_path_factory):
            "--teacher-arch", "transformer", "--teacher-max-update", "40", "--teacher-args", " ".join(TINY_TEACHER[2:]),
            "--student-updates", "20", "--warmup-fraction", "0.25", "--seqkd-args", "--beam 2 --threads 1",
            "--max-tokens", "2000", "--lr", "2e-3", "--warmup-updates", "10", "--student-args", " ".join(TINY_STUDENT),
+           "--kd-mode", "online", "--teacher-validate-every", "20", "--teacher-patience", "2",
            "--kd-args", " ".join(MAPS + ["--inter-beta", "1", "--confidence-threshold", "0.3", "--log-format", "json",
                                          "--log-interval", "5"])]
     proc = run(cmd)
@@ -63,6 +64,9 @@ def test_train_pet_recipe_end_to_end(recipe, multi30k_bin):
     assert float(windows[20]["nll_loss"]) < float(windows[10]["nll_loss"])
     teacher = out / "teacher" / "checkpoint_last.pt"
     assert teacher.stat().st_mtime <= (out / "teacher" / ".done").stat().st_mtime  # never written after its stage
+    plateau = json.loads((out / "teacher" / "plateau.json").read_text())
+    assert plateau["metric"] == "bleu" and [v["updates"] for v in plateau["validations"]] == [20, 40]
+    assert "stopped at update 40" in proc.stderr and f"teacher: {out / 'teacher' / 'checkpoint_best.pt'}" in proc.stderr
 
     student = out / "student" / "checkpoint_last.pt"
     state = torch.load(student, map_location="cpu")
@@ -139,3 +143,63 @@ def test_kronecker_student_from_teacher_trains_with_kd_and_decodes(multi30k_bin,
     gen = run([fairseq("generate"), str(multi30k_bin), "--user-dir", USER_DIR, "--path", str(save / "checkpoint_last.pt"),
                "--gen-subset", "test", "--beam", "5", "--batch-size", "64", "--cpu"])
     assert sum(line.startswith("H-") for line in gen.stdout.splitlines()) == 100
+
+
+def test_cached_kd_recipe_resumes_to_a_larger_budget_and_refuses_other_options(recipe, multi30k_bin, tmp_path):
+    """The default --kd-mode cached: a teacher cache on the corpus, KD without the teacher in the loop."""
+    teacher = recipe[1] / "teacher" / "checkpoint_last.pt"
+    out = tmp_path / "cached"
+    base = ["bash", str(REPO / "scripts" / "train_pet.sh"), "--data-bin", str(multi30k_bin), "--out", str(out), "--cpu",
+            "--teacher", str(teacher), "--seqkd-args", "--beam 2 --threads 1", "--max-tokens", "2000", "--lr", "2e-3",
+            "--warmup-updates", "10", "--cache-k", "8", "--kd-args", "--log-format json --log-interval 5"]
+    first = run(base + ["--student-updates", "10", "--student-args", " ".join(TINY_STUDENT)])
+    assert "cache: the teacher's top-8 distributions" in first.stderr
+    cache = json.loads((out / "cache" / "cache.json").read_text())
+    assert cache["fingerprint"]["k"] == 8 and cache["sentences"] == 3000
+    log = (out / "student" / "train.log").read_text()
+    assert "training batches read it instead of running the teacher" in log
+    stats = inner_stats(log)
+    assert float(stats[-1]["kd_loss"]) > 0 and float(stats[-1]["inter_loss"]) == 0
+    state = torch.load(out / "student" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    assert not state["criterion"]  # no intermediate loss: no projections
+
+    more = run(base + ["--student-updates", "15", "--student-args", " ".join(TINY_STUDENT)])
+    assert "student: resuming from 10 to 15 updates" in more.stderr
+    state = torch.load(out / "student" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    assert state["optimizer_history"][-1]["num_updates"] == 15
+
+    sha = sha256(out / "student" / "checkpoint_last.pt")
+    other = subprocess.run(base + ["--student-updates", "15", "--student-args", " ".join(TINY_STUDENT) + " --dropout 0.2"],
+                           capture_output=True, text=True)
+    assert other.returncode == 2 and "the student stage" in other.stderr and "was run with other options" in other.stderr
+    assert "--force" in other.stderr and sha256(out / "student" / "checkpoint_last.pt") == sha
+    for bad in ("0", "-5", "x"):
+        refused = subprocess.run(base + ["--student-updates", bad], capture_output=True, text=True)
+        assert refused.returncode == 2 and f"--student-updates must be an integer >= 1, not '{bad}'" in refused.stderr
+    assert sha256(out / "student" / "checkpoint_last.pt") == sha
+
+
+def test_cached_kd_resume_equals_straight_run(multi30k_bin, teacher, tmp_path):
+    cache = tmp_path / "cache"
+    run([sys.executable, "-m", "pet_fairseq.kdcache", str(multi30k_bin), "--teacher", str(teacher), "--out", str(cache),
+         "--k", "8", "--threads", "1"])
+    cached = ["--teacher-cache", str(cache), "--inter-beta", "0", "--encoder-layer-map", "", "--decoder-layer-map", ""]
+
+    def cmd(save, epochs):
+        argv = kd_cmd(multi30k_bin, teacher, save, epochs)
+        maps = argv.index("--encoder-layer-map")
+        return argv[:maps] + argv[maps + 4:] + cached  # the cached run has no layer maps
+
+    straight = run(cmd(tmp_path / "straight", 2))
+    run(cmd(tmp_path / "resumed", 1))
+    resumed = run(cmd(tmp_path / "resumed", 2))
+    assert "Loaded checkpoint" in resumed.stdout + resumed.stderr
+    inner_a = {d["num_updates"]: d for d in inner_stats(straight.stdout + straight.stderr)}
+    inner_b = inner_stats(resumed.stdout + resumed.stderr)[1:]
+    assert len(inner_b) >= 2
+    for d in inner_b:
+        for key in ("loss", "kd_loss", "nll_loss"):
+            assert abs(float(inner_a[d["num_updates"]][key]) - float(d[key])) < 1e-4, (key, inner_a[d["num_updates"]], d)
+    wa = torch.load(tmp_path / "straight" / "checkpoint_last.pt", map_location="cpu")["model"]
+    wb = torch.load(tmp_path / "resumed" / "checkpoint_last.pt", map_location="cpu")["model"]
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
