@@ -24,7 +24,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${PET_VENV:-$ROOT/.venv}/bin"
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; cat <<'EOT'
+usage() { sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; cat <<'EOT'
 Options:
   --data-bin DIR         binarized data (fairseq-preprocess output)            [required]
   --source-lang L --target-lang L   direction (default: the data-bin's only pair), stored in every checkpoint

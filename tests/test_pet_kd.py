@@ -209,3 +209,14 @@ def test_defaults_are_the_studys_recipe_and_beta_zero_trains_no_projections(tmp_
     with caplog.at_level(logging.WARNING, logger="pet_fairseq.criterions.pet_kd"):
         distillation(data, path, "--inter-beta", "0", *LAYER_MAPS)
     assert "--inter-beta 0: the layer maps given are not used" in caplog.text
+
+
+def test_resuming_with_a_teacher_of_another_width_names_the_kd_projections(tmp_path):
+    data, teacher, _ = teacher_checkpoint(tmp_path)
+    _, _, criterion = distillation(data, teacher, *LAYER_MAPS)
+    saved = {k: torch.zeros(48, v.shape[1]) for k, v in criterion.state_dict().items()}  # a width-48 teacher's
+    with pytest.raises(ValueError, match=r"KD projections for a teacher of width 48 .* this run's teacher has width 32"):
+        criterion.load_state_dict(saved)
+    with pytest.raises(ValueError, match="resume with the same --inter-beta and layer maps"):
+        criterion.load_state_dict({})
+    criterion.load_state_dict({k: v.clone() for k, v in criterion.state_dict().items()})  # the same teacher resumes

@@ -300,6 +300,18 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
         if state_dict is None:
             logger.info("pet_kd: checkpoint has no KD projections; starting them fresh")
             return None
+        ours = self.state_dict()
+        for key, value in state_dict.items():
+            if key in ours and tuple(value.shape) != tuple(ours[key].shape):
+                raise ValueError(
+                    f"the checkpoint being resumed holds KD projections for a teacher of width {value.shape[0]} "
+                    f"({key}: {tuple(value.shape)}), but this run's teacher has width {ours[key].shape[0]}: "
+                    "the teacher of --teacher-path is not the one this student was distilled from. Resume with "
+                    "that teacher, or start a new --save-dir")
+        if set(state_dict) != set(ours):
+            raise ValueError(
+                f"the checkpoint being resumed holds KD projections for {len(state_dict)} layer pairs, this run "
+                f"maps {len(ours)}: resume with the same --inter-beta and layer maps (or a new --save-dir)")
         return super().load_state_dict(state_dict, strict=strict, **kwargs)
 
     @classmethod
