@@ -419,3 +419,19 @@ def test_training_cost_reads_json_logs_and_rejects_logs_without_epochs(tmp_path,
     assert main([f"plain={tmp_path / 'a.log'}", f"kd={tmp_path / 'b.log'}"]) == 0
     out = capsys.readouterr().out
     assert "| plain | 40 | 20 | 0.50 | 1.00 |" in out and "| kd | 150 | 384 | 2.56 | 5.12 |" in out
+
+
+def test_runaway_hypotheses_are_those_at_the_limit_or_over_twice_their_source():
+    from types import SimpleNamespace
+
+    from pet_fairseq.evaluation.decode import runaway_ids
+
+    pad = 1
+    src = torch.tensor([[pad, pad, 5, 6, 2], [5, 6, 7, 8, 2], [5, 6, 7, 8, 2]])  # sources of 2, 4, 4 tokens + EOS
+    decoder = SimpleNamespace(generator=SimpleNamespace(max_len_a=2.0, max_len_b=10, max_len=1024),
+                              task=SimpleNamespace(source_dictionary=SimpleNamespace(pad=lambda: pad)))
+    sample = {"id": torch.tensor([7, 8, 9]), "net_input": {"src_tokens": src}}
+    hypo = lambda n: [{"tokens": torch.arange(n + 1)}]  # noqa: E731  n tokens + EOS
+    # limit = 2 * 5 + 10 = 20; sentence 7: 13 > max(4, 12); 8: 14 <= max(8, 14); 9: 20 at the limit
+    assert runaway_ids(decoder, sample, [hypo(13), hypo(14), hypo(20)]) == [7, 9]
+    assert runaway_ids(decoder, sample, [hypo(12), hypo(3), hypo(14)]) == []

@@ -113,7 +113,7 @@ def evaluate_model(args: argparse.Namespace, label: str, path: str, workdir: Pat
     result = run_decoder(make_job(args, label, stripped, langs, workdir), workdir / f"{file_stem(label)}.job.json")
     memory.update(result["memory"])
     return {"memory": memory, "speed": result["speed"], "sentences": result["sentences"],
-            "files": result["files"], "bleu": score(result["files"])}
+            "runaway": len(result.get("runaway", [])), "files": result["files"], "bleu": score(result["files"])}
 
 
 def evaluate_all(args: argparse.Namespace, labels: list[str]) -> list[dict]:

@@ -111,14 +111,40 @@ def _strip_symbols(decoder: Decoder) -> set:
     return getattr(decoder.generator, "symbols_to_strip_from_output", {decoder.generator.eos})
 
 
-def translate_subset(decoder: Decoder, batches: list[dict], unbpe: Callable[[str], str]) -> tuple[list[str], list[str]]:
-    """Top hypotheses and references, de-BPE'd, in sentence-id order (like fairseq-generate's H/T lines)."""
+def runaway_ids(decoder: Decoder, sample: dict, hypos: list) -> list[int]:
+    """Ids of the sentences of a batch whose top hypothesis ran away.
+
+    Runaway: it stopped at the batch's length limit (fairseq's ``min(a · padded source length + b,
+    max positions − 1)``) instead of at EOS, or it is longer than max(2 × its source, source + 10)
+    tokens (a repetition loop that a long limit lets run).
+    """
+    generator = decoder.generator
+    src_tokens = sample["net_input"]["src_tokens"]
+    limit = min(int(generator.max_len_a * src_tokens.size(1) + generator.max_len_b), generator.max_len - 1)
+    pad = decoder.task.source_dictionary.pad()
+    found = []
+    for i, sample_id in enumerate(sample["id"].tolist()):
+        length = len(hypos[i][0]["tokens"]) - 1  # without EOS
+        source = int(src_tokens[i].ne(pad).sum()) - 1
+        if length >= limit or length > max(2 * source, source + 10):
+            found.append(sample_id)
+    return found
+
+
+def translate_subset(decoder: Decoder, batches: list[dict], unbpe: Callable[[str], str],
+                     runaway: list[int] | None = None) -> tuple[list[str], list[str]]:
+    """Top hypotheses and references, de-BPE'd, in sentence-id order (like fairseq-generate's H/T lines).
+
+    ``runaway``: a list that receives the ids of runaway hypotheses (:func:`runaway_ids`).
+    """
     tgt_dict = decoder.task.target_dictionary
     strip = _strip_symbols(decoder)
     hyps: dict[int, str] = {}
     refs: dict[int, str] = {}
     for sample in tqdm(batches, desc="translate", unit="batch", file=sys.stderr, mininterval=2.0):
         hypos = decoder.translate(sample)
+        if runaway is not None:
+            runaway.extend(runaway_ids(decoder, sample, hypos))
         for i, sample_id in enumerate(sample["id"].tolist()):
             target = utils.strip_pad(sample["target"][i, :], tgt_dict.pad()).int().cpu()
             refs[sample_id] = unbpe(tgt_dict.string(target, None, escape_unk=True, extra_symbols_to_ignore=strip))
@@ -148,7 +174,8 @@ def run_job(job: dict) -> dict:
     rss_before_load = memory.current_rss_bytes()
     decoder = load_decoder(job)
     unbpe = build_bpe_decoder(job["bpe"], job.get("bpe_codes"), job.get("sentencepiece_model"))
-    hyps, refs = translate_subset(decoder, make_batches(decoder, job), unbpe)
+    runaway: list[int] = []
+    hyps, refs = translate_subset(decoder, make_batches(decoder, job), unbpe, runaway)
     files = write_texts(job, hyps, refs, build_detokenizer(job["tokenizer"], job["target_lang"]))
     timed_batches = make_batches(decoder, job, job.get("max_sentences"))
     logger.info("timing %d sentences: %d warm-up batch, %d repeats", sum(len(b["id"]) for b in timed_batches),
@@ -157,6 +184,7 @@ def run_job(job: dict) -> dict:
                           warmup_fn=lambda: decode_pass(decoder, timed_batches[:1]))
     return {
         "sentences": len(hyps),
+        "runaway": sorted(runaway),
         "files": files,
         "threads": torch.get_num_threads(),
         "memory": {
