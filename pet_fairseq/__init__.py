@@ -8,7 +8,12 @@ batch and makes fairseq's distributed launchers work under torchrun and on CPU (
 
 __version__ = "0.1.0"
 
-from pet_fairseq import compat as _compat
+import logging as _logging
+
+# fairseq's speech task logs "Please install tensorboardX" at import time; nothing here uses it.
+_logging.getLogger("fairseq.tasks.text_to_speech").setLevel(_logging.WARNING)
+
+from pet_fairseq import compat as _compat  # noqa: E402
 
 _compat.allow_fairseq_checkpoints()
 _compat.keep_last_partial_batch()
