@@ -199,7 +199,8 @@ stage() {  # stage NAME SAVE_DIR DONE_FILE TOTAL -- fairseq-train args...
   touch "$done"
 }
 
-[ "$FORCE" = 1 ] && rm -rf "$OUT/teacher" "$OUT/seqkd" "$OUT/seqkd.shards" "$OUT/cache" "$OUT/student"
+[ "$FORCE" = 1 ] && rm -rf "$OUT/teacher" "$OUT/seqkd" "$OUT/seqkd.shards" "$OUT/seqkd.command.txt" "$OUT/cache" \
+  "$OUT/cache.command.txt" "$OUT/student"
 
 DATA_FOR_STAGE="$DATA"
 if [ -z "$TEACHER" ]; then
@@ -234,10 +235,14 @@ fi
 echo "[train_pet] teacher: $TEACHER" >&2
 [ "$TEACHER_ONLY" = 1 ] && exit 0
 
+mkdir -p "$OUT"
 if [ "$SEQKD" != none ]; then
-  if [ -f "$OUT/seqkd/seqkd.json" ]; then
+  # shellcheck disable=SC2086
+  SEQKD_COMMAND=(--teacher "$TEACHER" --engine "$SEQKD" "${LANGS[@]}" $SEQKD_ARGS)
+  if [ -f "$OUT/seqkd/seqkd.json" ] && same_command corpus "$OUT/seqkd.command.txt" "${SEQKD_COMMAND[@]}"; then
     echo "[train_pet] corpus: reusing $OUT/seqkd" >&2
   else
+    printf '%s\n' "${SEQKD_COMMAND[@]}" > "$OUT/seqkd.command.txt"
     echo "[train_pet] corpus: the training split decoded by the teacher ($SEQKD) -> $OUT/seqkd" >&2
     # shellcheck disable=SC2086
     DEVICE=cpu
@@ -249,9 +254,10 @@ if [ "$SEQKD" != none ]; then
 fi
 CACHE=()
 if [ "$KD_MODE" = cached ]; then
-  if [ -f "$OUT/cache/cache.json" ]; then
+  if [ -f "$OUT/cache/cache.json" ] && same_command cache "$OUT/cache.command.txt" "$DATA_FOR_STAGE" "$TEACHER" "$CACHE_K"; then
     echo "[train_pet] cache: reusing $OUT/cache (checked against the teacher and the corpus when the student starts)" >&2
   else
+    printf '%s\n' "$DATA_FOR_STAGE" "$TEACHER" "$CACHE_K" > "$OUT/cache.command.txt"
     echo "[train_pet] cache: the teacher's top-$CACHE_K distributions on $DATA_FOR_STAGE -> $OUT/cache" >&2
     "$BIN/python" -m pet_fairseq.kdcache "$DATA_FOR_STAGE" --teacher "$TEACHER" --out "$OUT/cache" --k "$CACHE_K" "${LANGS[@]}"
   fi
