@@ -181,9 +181,8 @@ def load_translator(model_dir: str, threads: int, device: str = "cpu", compute_t
 
     One worker with every thread parallelises inside each operation; several workers decode parts of a
     batch side by side (:func:`search` splits it), one thread each. On this project's 2-core machine the
-    second way was faster everywhere: at batch 64, beam 5, two 1-thread workers decoded the paper-size
-    students and teacher ×1.4-2.2 faster than one 2-thread worker, and a single sentence decoded on one
-    thread took 5 ms instead of 111 ms on two (6+1 student, shortlist; README, "Decode speed").
+    second way was faster at every batch size, by far for a single sentence
+    (docs/results/decode-speed-paper-sizes.md).
     """
     check_parallel_batches(parallel_batches, threads)
     import ctranslate2
@@ -243,7 +242,8 @@ def serve(model_dir: str, threads: int, requests=sys.stdin, replies=sys.stdout, 
     sentence, no EOS) or ``{"error": "..."}``. ``{"ready": true}`` is written once the model is loaded.
     The speed benchmark runs one such process per CTranslate2 model, so CTranslate2's threads never
     share a process with torch's (each library brings its own OpenMP runtime; in one process their
-    idle threads slowed torch's decoding by up to 30 %). ``parallel_batches``: see :func:`load_translator`.
+    idle threads slowed torch's decoding: docs/results/decode-implementation.md). ``parallel_batches``: see
+    :func:`load_translator`.
     """
     translator = load_translator(model_dir, threads, parallel_batches=parallel_batches)
     replies.write(json.dumps({"ready": True}) + "\n")

@@ -125,10 +125,10 @@ class CTranslate2Translator:
     """A CTranslate2 model directory decoded (CPU) in its own torch-free process, with the model's vocabularies.
 
     The process is :func:`pet_fairseq.evaluation.ct2_worker.serve`: CTranslate2 and torch each bring
-    their own OpenMP runtime, and in one process their idle threads compete for the cores (on this
-    2-core machine fairseq decoded up to 30 % slower beside CTranslate2 translators). Each
-    :meth:`translate` sends the batch as one JSON line and reads the hypotheses back (well under 1 %
-    of a batch's decoding time). ``use_vmap``: restrict each batch's output vocabulary to the shortlist
+    their own OpenMP runtime, and in one process their idle threads compete for the cores and slow
+    fairseq down (docs/results/decode-implementation.md). Each :meth:`translate` sends the batch as
+    one JSON line and reads the hypotheses back, a small share of a batch's decoding time (same page).
+    ``use_vmap``: restrict each batch's output vocabulary to the shortlist
     stored in the model (engine ``ctranslate2-shortlist``). ``parallel_batches``: decode each batch as that
     many parts side by side, on ``threads / parallel_batches`` threads each
     (:func:`pet_fairseq.evaluation.ct2_worker.load_translator`). :meth:`close` ends the process.

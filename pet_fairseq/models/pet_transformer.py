@@ -317,13 +317,9 @@ def pet_deep_shallow_iwslt_de_en(args) -> None:
     unique parameters with the 9,912-entry IWSLT'14 dictionary (``pet_iwslt_de_en``: 8.55 M).
 
     Chosen by measurement against 6+2 (:func:`pet_deep_shallow2_iwslt_de_en`) and 12+1
-    (:func:`pet_deep12_shallow_iwslt_de_en`) plans: it is the fastest in both engines
-    (``scripts/benchmark_speed.sh`` at these sizes, beam 5, batch 64, one run: ×5.4 the fairseq
-    ``transformer_iwslt_de_en`` teacher's tokens/s in fairseq (×5.3 and ×5.6 in two repeats, ×4.95 in an
-    earlier run: ×5 is within run-to-run noise), ×13.3 after CTranslate2 int8 export, ×18.4 with two
-    parallel batches, ×30 with those and a vocabulary shortlist; ``pet_iwslt_de_en`` ×3.2 / ×5.4 / ×10.0 /
-    ×12.7), and it pays for that in BLEU: distilled with the study's recipe on Multi30k for 300 updates
-    it scores 1.95 below the PET student (two seeds; README, "Deep-encoder / shallow-decoder students").
+    (:func:`pet_deep12_shallow_iwslt_de_en`) plans: it is the fastest of them in fairseq and in
+    CTranslate2 (docs/results/decode-speed-paper-sizes.md), and it pays for that in BLEU against the PET
+    student (docs/results/deep-shallow-multi30k-300.md).
     """
     args.encoder_layer_plan = getattr(args, "encoder_layer_plan", "0,1,0~,1~,0,1")
     args.decoder_layer_plan = getattr(args, "decoder_layer_plan", "0")
@@ -337,10 +333,10 @@ def pet_deep12_shallow_iwslt_de_en(args) -> None:
     As :func:`pet_deep_shallow_iwslt_de_en` with encoder ``0,1,2,0~,1~,2~,0,1,2,0~,1~,2~`` (3 unique
     layers applied 12 times; 8.69 M unique parameters with the 9,912-entry IWSLT'14 dictionary), the
     depth Kasai et al. found to match a 6+6 teacher with one decoder layer after full training. In
-    this project's measurements it lost on both counts to the 6+1 student: slower (×4.9 the fairseq
-    teacher's tokens/s in fairseq, ×11.4 in CTranslate2 int8; 6+1: ×5.4 / ×13.3) and 0.73 BLEU
-    lower on Multi30k after 300 distillation updates (same seed), where a deeper shared stack has little time
-    to train. Kept for budgets long enough to test Kasai et al.'s claim.
+    this project's measurements it lost on both counts to the 6+1 student, slower and lower in BLEU
+    after a short distillation, where a deeper shared stack has little time to train
+    (docs/results/decode-speed-paper-sizes.md, docs/results/deep-shallow-multi30k-300.md). Kept for
+    budgets long enough to test Kasai et al.'s claim.
     """
     args.encoder_layer_plan = getattr(args, "encoder_layer_plan", "0,1,2,0~,1~,2~,0,1,2,0~,1~,2~")
     pet_deep_shallow_iwslt_de_en(args)
@@ -352,9 +348,8 @@ def pet_deep_shallow2_iwslt_de_en(args) -> None:
 
     The same unique parameters as the 6+1 student; the second application swaps the layer's Q/K
     projections as PET does, so the decoder gets two depths of computation for one layer's weights,
-    at the decode time of a two-layer decoder. Between PET and 6+1 on both counts: ×4.4 the fairseq
-    teacher's tokens/s in fairseq and ×8.2 in CTranslate2 int8 (6+1: ×5.4 / ×13.3), 1.49 BLEU below
-    the PET student on Multi30k after 300 distillation updates (6+1: 1.95; one seed).
+    at the decode time of a two-layer decoder. Between PET and 6+1 in both speed and BLEU
+    (docs/results/decode-speed-paper-sizes.md, docs/results/deep-shallow-multi30k-300.md).
     """
     args.decoder_layer_plan = getattr(args, "decoder_layer_plan", "0,0~")
     pet_deep_shallow_iwslt_de_en(args)
