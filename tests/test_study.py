@@ -196,3 +196,20 @@ def test_update_cost_reads_train_wall_after_the_first_window_and_checks_its_opti
     assert main(common + ["--modes", "ce,nope"]) == 2 and "unknown nope" in capsys.readouterr().err
     assert main(common) == 2 and "--cache must be a finished teacher cache" in capsys.readouterr().err
     assert main(common + ["--modes", "ce", "--student", "x"]) == 2 and "--student 'x' is not in" in capsys.readouterr().err
+
+
+def test_converged_spec_stops_runs_on_a_plateau_and_evaluates_the_average(tmp_path):
+    spec = load_spec(REPO / "configs" / "study" / "multi30k-converged.json")
+    setup = Setup(tmp_path / "bin", tmp_path / "t.pt", "de", "en", REPO / "pet_fairseq")
+    argv = train_command(spec, spec.variant("pet-no-kd"), setup, setup.data_bin, tmp_path / "run")
+    pairs = {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
+    assert pairs["--patience"] == "4" and pairs["--best-checkpoint-metric"] == "bleu"
+    assert pairs["--save-interval-updates"] == pairs["--validate-interval-updates"] == "250"
+    assert pairs["--keep-interval-updates"] == "3" and "--maximize-best-checkpoint-metric" in argv
+    assert spec.checkpoint_name() == "checkpoint_avg.pt"
+    plain = load_spec(REPO / "configs" / "study" / "multi30k.json")
+    assert plain.checkpoint_name() == "checkpoint_last.pt"
+    assert "--patience" not in train_command(plain, plain.variants[0], setup, setup.data_bin, tmp_path / "r")
+    with pytest.raises(SpecError, match="average_last >= 2"):
+        parse_spec({"budget": 10, "students": {"s": ""}, "average_last": 1,
+                    "variants": [{"name": "a", "student": "s", "criterion": "ce"}]})

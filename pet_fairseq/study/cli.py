@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
+from pet_fairseq.core.plateau import average_checkpoints, interval_checkpoints
 from pet_fairseq.study.curves import plot_curves
 from pet_fairseq.study.runner import Job, plan_jobs, run_dir, run_jobs, wall_seconds
 from pet_fairseq.study.spec import Setup, SpecError, load_spec
@@ -100,8 +101,13 @@ def run(args: argparse.Namespace) -> int:
         (["--bpe-codes", str(args.bpe_codes)] if args.bpe_codes else []) + \
         (["--sentencepiece-model", str(args.sentencepiece_model)] if args.sentencepiece_model else [])
     dirs = {v.name: run_dir(out, v.name) for v in variants}
+    if spec.average_last:
+        for d in dirs.values():
+            found = interval_checkpoints(d)[-spec.average_last:]
+            if not (d / spec.checkpoint_name()).is_file() and len(found) == spec.average_last:
+                average_checkpoints(found, d / spec.checkpoint_name())
     tag = f"-{args.tag or '+'.join(only)}" if (args.tag or only) else ""
-    report = evaluate(Path(sys.executable), setup.teacher, {n: d / "checkpoint_last.pt" for n, d in dirs.items()},
+    report = evaluate(Path(sys.executable), setup.teacher, {n: d / spec.checkpoint_name() for n, d in dirs.items()},
                       setup.data_bin, args.eval_args.split() + bpe, out / f"eval{tag}", out / f"eval{tag}.log")
     logs = {name: (d / "train.log").read_text(encoding="utf-8") for name, d in dirs.items()}
     rows = build_rows(variants, logs, report, recorded_walls(jobs, variants))

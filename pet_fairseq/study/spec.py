@@ -87,6 +87,14 @@ class Spec:
     common_args: str = ""
     curve_points: int = 4
     validate_interval: Optional[int] = None  # updates between validations (default: budget / curve_points)
+    patience: Optional[int] = None  # stop a run after this many validations without a better valid BLEU
+    average_last: Optional[int] = None  # evaluate the average of the last N validated checkpoints
+
+    def checkpoint_name(self) -> str:
+        """The checkpoint of a finished run that the table evaluates."""
+        if self.average_last:
+            return "checkpoint_avg.pt"
+        return "checkpoint_best.pt" if self.patience else "checkpoint_last.pt"
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -152,6 +160,8 @@ def parse_spec(data: dict, origin: str = "spec") -> Spec:
         if v.updates_of is not None and (v.updates_of == v.name or v.updates_of not in names):
             raise SpecError(f"{origin}: variant {v.name}: updates_of must name another variant of the spec, not "
                             f"{v.updates_of!r}")
+    if (spec.patience is not None and spec.patience < 1) or (spec.average_last is not None and spec.average_last < 2):
+        raise SpecError(f"{origin}: patience must be >= 1 and average_last >= 2 (got {spec.patience}, {spec.average_last})")
     if spec.validate_interval is not None and spec.validate_interval < 1:
         raise SpecError(f"{origin}: validate_interval must be >= 1 (got {spec.validate_interval})")
     return spec
@@ -185,7 +195,13 @@ def validation_args(spec: Spec, setup: Setup) -> List[str]:
     the valid split (learning curves)."""
     detok = {"source_lang": setup.source_lang, "target_lang": setup.target_lang}
     interval = spec.validate_interval or max(1, spec.budget // spec.curve_points)
-    return [
+    plateau = []
+    if spec.patience or spec.average_last:  # keep the validated checkpoints: the best one, the last N to average
+        plateau = ["--save-interval-updates", str(interval), "--keep-interval-updates", str(spec.average_last or 1),
+                   "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric"]
+    if spec.patience:
+        plateau += ["--patience", str(spec.patience)]
+    return plateau + [
         "--validate-interval-updates", str(interval), "--validate-interval", "1000000",
         "--save-interval", "1000000", "--no-epoch-checkpoints", "--eval-bleu",
     ] + (["--eval-bleu-remove-bpe", setup.remove_bpe] if setup.remove_bpe else []) + [

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from pet_fairseq.core.plateau import plateau
 from pet_fairseq.evaluation.training_cost import training_cost
 from pet_fairseq.study.curves import CurvePoint, valid_points
 from pet_fairseq.study.spec import Variant
@@ -31,6 +32,7 @@ class Row:
     train_seconds: Optional[float] = None  # wall time of the training run
     paid_seconds: Optional[float] = None  # wall time of its corpus and teacher cache (None: none, or not recorded)
     runaway: Optional[int] = None  # test hypotheses at the length limit or over twice their source
+    plateau_gain: Optional[float] = None  # best valid BLEU of the last 20 % of updates minus the best before
 
     @property
     def total_seconds(self) -> Optional[float]:
@@ -84,7 +86,7 @@ def build_rows(variants: List[Variant], logs: Dict[str, str], report: dict,
             model["memory"]["unique_parameters"] if ok else None, step,
             (model.get("ratios") or {}).get("tokens_per_second") if ok else None,
             points[-1].updates if points else None, *((walls or {}).get(v.name) or (None, None)),
-            model.get("runaway") if ok else None,
+            model.get("runaway") if ok else None, plateau(points, "bleu")["gain"],
         ))
     return rows
 
@@ -93,21 +95,30 @@ def _cell(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _plateau_cell(gain: Optional[float]) -> str:
+    """The gain, marked plateaued (< 0.3 BLEU) or not (the row did not reach its plateau)."""
+    if gain is None:
+        return "n/a"
+    return f"{gain:+.2f} ({'plateaued' if gain < 0.3 else 'not plateaued'})"
+
+
 def markdown(rows: List[Row], teacher: dict, budget: int) -> str:
     """The table, the teacher first; variants sharing a label are summarised as mean ± spread."""
     lines = ["| variant | seed | sacreBLEU test | Δ vs first row | valid NLL (bits) | unique params | updates | "
-             "s/update | corpus + cache s | training s | total s | runaway hyps | decode tok/s × teacher |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "s/update | corpus + cache s | training s | total s | valid BLEU gain, last 20 % | runaway hyps | "
+             "decode tok/s × teacher |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if teacher.get("status") == "ok":
         lines.append(f"| teacher | | {teacher['bleu']['detok']:.2f} | | | {teacher['memory']['unique_parameters']:,} | "
-                     f"| | | | | {_cell(teacher.get('runaway'), 'd')} | 1.00 |")
+                     f"| | | | | | {_cell(teacher.get('runaway'), 'd')} | 1.00 |")
     base = rows[0].bleu if rows else None
     for r in rows:
         delta = None if r.bleu is None or base is None else r.bleu - base
         lines.append(f"| {r.variant.title} | {r.variant.seed} | {_cell(r.bleu, '.2f')} | {_cell(delta, '+.2f')} | "
                      f"{_cell(r.valid_nll, '.3f')} | {_cell(r.unique_parameters, ',')} | {_cell(r.updates, 'd')} | "
                      f"{_cell(r.seconds_per_update, '.2f')} | {_cell(r.paid_seconds, '.0f')} | "
-                     f"{_cell(r.train_seconds, '.0f')} | {_cell(r.total_seconds, '.0f')} | {_cell(r.runaway, 'd')} | "
+                     f"{_cell(r.train_seconds, '.0f')} | {_cell(r.total_seconds, '.0f')} | {_plateau_cell(r.plateau_gain)} | "
+                     f"{_cell(r.runaway, 'd')} | "
                      f"{_cell(r.speed_ratio, '.2f')} |")
     groups: Dict[str, List[float]] = {}
     for r in rows:
