@@ -7,17 +7,10 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# Python: $PYTHON, else the active virtualenv, else the repository's .venv, else python3.
-if [[ -n "${PYTHON:-}" ]]; then
-    PY="$PYTHON"
-elif [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
-    PY="$VIRTUAL_ENV/bin/python"
-elif [[ -x "$REPO_ROOT/.venv/bin/python" ]]; then
-    PY="$REPO_ROOT/.venv/bin/python"
-else
-    PY="$(command -v python3 || command -v python)"
-fi
-export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# Python: the project's environment, $PET_VENV (default: the repository's .venv), as in scripts/.
+ROOT="$REPO_ROOT"
+. "$REPO_ROOT/scripts/lib/env.sh"
+require_env
 
 # fairseq-preprocess next to that Python, else on PATH, else as a module.
 if [[ -x "$(dirname "$PY")/fairseq-preprocess" ]]; then

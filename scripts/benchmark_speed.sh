@@ -8,7 +8,6 @@
 #       --json results/speed.json
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PET_PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PY" ] || PY=python3
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+. "$ROOT/scripts/lib/env.sh"
+require_env
 exec "$PY" -m pet_fairseq.evaluation.speed_benchmark "$@"

@@ -6,7 +6,6 @@
 #   bash scripts/distill_corpus.sh DATA_BIN --teacher teacher.pt --out OUT --num-shards 8 --shard-id 3   # one shard
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PET_PYTHON:-${PET_VENV:-$ROOT/.venv}/bin/python}"
-[ -x "$PY" ] || { echo "error: $PY not found; run: bash scripts/install.sh" >&2; exit 2; }
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+. "$ROOT/scripts/lib/env.sh"
+require_env
 exec "$PY" -m pet_fairseq.seqkd "$@"

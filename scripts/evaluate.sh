@@ -8,7 +8,6 @@
 #       checkpoints/teacher/checkpoint_best.pt checkpoints/pet/checkpoint_best.pt
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PET_PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PY" ] || PY=python3
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+. "$ROOT/scripts/lib/env.sh"
+require_env
 exec "$PY" -m pet_fairseq.evaluation.compare "$@"

@@ -11,7 +11,6 @@
 #       --bpe subword_nmt --bpe-codes data/iwslt14/code
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PET_PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PY" ] || PY=python3
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+. "$ROOT/scripts/lib/env.sh"
+require_env
 exec "$PY" -m pet_fairseq.export "$@"

@@ -7,6 +7,6 @@
 # All options are those of `python -m pet_fairseq.pruning --help`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON="${PET_VENV:-$ROOT/.venv}/bin/python"
-[ -x "$PYTHON" ] || { echo "error: $PYTHON not found; run: bash scripts/install.sh (or set PET_VENV)" >&2; exit 2; }
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$PYTHON" -m pet_fairseq.pruning "$@"
+. "$ROOT/scripts/lib/env.sh"
+require_env
+exec "$PY" -m pet_fairseq.pruning "$@"

@@ -45,7 +45,7 @@ mkdir -p "$OUT"
 
 say "1/5 environment (scripts/install.sh; log: $OUT/install.log)"
 bash "$ROOT/scripts/install.sh" > "$OUT/install.log" 2>&1 || { tail -n 20 "$OUT/install.log" >&2; exit 1; }
-BIN="${PET_VENV:-$ROOT/.venv}/bin"
+. "$ROOT/scripts/lib/env.sh"
 
 DATA="$OUT/data"
 if [ ! -f "$DATA/data-bin/dict.$SRC.txt" ]; then

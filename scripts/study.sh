@@ -8,7 +8,6 @@
 #       --source-lang de --target-lang en --bpe-codes runs/quickstart/data/bpe/code --jobs 2 --threads 1
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PET_PYTHON:-${PET_VENV:-$ROOT/.venv}/bin/python}"
-[ -x "$PY" ] || { echo "error: $PY not found; run: bash scripts/install.sh" >&2; exit 2; }
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+. "$ROOT/scripts/lib/env.sh"
+require_env
 exec "$PY" -m pet_fairseq.study "$@"

@@ -22,7 +22,7 @@
 # fairseq's output goes to each stage's train.log; the console shows stages and progress.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN="${PET_VENV:-$ROOT/.venv}/bin"
+. "$ROOT/scripts/lib/env.sh"
 
 usage() { sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; cat <<'EOT'
 Options:

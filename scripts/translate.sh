@@ -6,7 +6,6 @@
 #   echo "Ein Mann fährt Fahrrad." | bash scripts/translate.sh exported/pet-ct2-int8
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PET_PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PY" ] || PY=python3
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+. "$ROOT/scripts/lib/env.sh"
+require_env
 exec "$PY" -m pet_fairseq.translate "$@"

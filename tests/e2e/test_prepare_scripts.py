@@ -36,7 +36,7 @@ def shared(*parts: str) -> Path:
 
 
 def run_script(name: str, *args: str, expect: int = 0) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHON": sys.executable}
+    env = {**os.environ, "PET_VENV": str(Path(sys.executable).parents[1])}
     proc = subprocess.run(["bash", str(REPO / "data_prep" / name), *args], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=600)
     assert proc.returncode == expect, f"{name} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

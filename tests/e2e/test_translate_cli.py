@@ -97,7 +97,7 @@ def generate(data_bin: Path, checkpoint: Path, lines: list[str], work: Path) -> 
 def translate(model: Path, text: str, *extra: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(["bash", str(REPO / "scripts" / "translate.sh"), str(model), *DECODE, *extra],
                           input=text, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PET_PYTHON": sys.executable})
+                          env={**os.environ, "PET_VENV": str(Path(sys.executable).parents[1])})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
