@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # lets the runner stop its runs
-    logging.basicConfig(format="[study %(asctime)s] %(message)s", datefmt="%H:%M:%S", level=logging.INFO, stream=sys.stderr)
+    logging.basicConfig(format="[study %(asctime)s] %(message)s", datefmt="%H:%M:%S", level=logging.INFO, stream=sys.stderr,
+                        force=True)  # importing fairseq set the root logger to DEBUG
     args = build_parser().parse_args(argv)
     try:
         return run(args)

@@ -7,6 +7,7 @@ between calls is not counted.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Dict, List
 
@@ -17,6 +18,7 @@ __all__ = ["CurvePoint", "valid_points", "plot_curves"]
 
 def plot_curves(curves: Dict[str, List[CurvePoint]], path: Path, title: str = "") -> bool:
     """Valid NLL and BLEU against updates, and BLEU against seconds, one line per run; False without matplotlib."""
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font cache logs hundreds of DEBUG lines
     try:
         import matplotlib
 
