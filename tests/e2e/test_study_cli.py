@@ -20,7 +20,7 @@ SPEC = {
     "students": {"pet": "--arch pet_transformer --encoder-layer-plan 0,0~ --decoder-layer-plan 0,0~ --encoder-embed-dim 32 "
                         "--decoder-embed-dim 32 --encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 "
                         "--encoder-attention-heads 2 --decoder-attention-heads 2 --share-all-embeddings"},
-    "corpora": {"greedy": {"engine": "ctranslate2", "beam": 1, "args": "--threads 1"}},
+    "corpora": {"greedy": {"engine": "ctranslate2", "beam": 1, "args": "--threads 1 --max-replaced 1"}},
     "variants": [
         {"name": "ce", "label": "no KD", "student": "pet", "criterion": "ce"},
         {"name": "seqkd-kd", "label": "seq-KD + word KD", "student": "pet", "criterion": "kd", "corpus": "greedy",
