@@ -188,7 +188,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     verdict = {True: "plateaued", False: "still improving", None: "too short to tell"}[report["plateaued"]]
     print(f"stopped at update {report['stopped_at_update']}"
           f"{f' after {seconds:.0f} s' if seconds is not None else ''}"
-          f" ({'early stop: no better valid ' + args.metric + ' within its patience' if report['early_stop'] else 'budget reached'}); "
+          f" ({'early stop: no better valid ' + args.metric + ' within its patience' if report['early_stop'] else 'no early stop: its budget ended it, or it was stopped'}); "
           f"best valid {args.metric} {report['best_value']:.2f} at update {report['best_update']}; {verdict} "
           f"(gain {report['gain']} over the last 20 % of updates)")
     return 0
