@@ -41,6 +41,17 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def infer_pair(data_bin: Path, split: str) -> tuple[str, str]:
+    """The language pair of ``split``'s binarized files, else of the data-bin when it holds exactly one."""
+    pairs = sorted({p.name.split(".")[1] for p in data_bin.glob(f"{split}.*-*.*.idx")}) or \
+        sorted({p.name.split(".")[1] for p in data_bin.glob("*.*-*.*.idx")})
+    if len(pairs) != 1:
+        raise ValueError(f"cannot tell the language pair of split '{split}' in {data_bin} (found: "
+                         f"{', '.join(pairs) or 'none'}); pass --source-lang and --target-lang")
+    src, tgt = pairs[0].split("-")
+    return src, tgt
+
+
 def shard_range(size: int, num_shards: int, shard_id: int) -> range:
     """Indices of shard ``shard_id`` of ``num_shards`` contiguous, balanced shards of ``range(size)``."""
     if num_shards < 1 or not 0 <= shard_id < num_shards:

@@ -43,6 +43,7 @@ from typing import Sequence
 
 import numpy as np
 
+from pet_fairseq.core.files import file_digest
 from pet_fairseq.export.unroll import ExportError
 
 logger = logging.getLogger("pet_fairseq.export")
@@ -89,7 +90,7 @@ class Shortlist:
                       "data_bin": str(data_bin.resolve()),
                       "source_dictionary_sha256": dictionary_digest(data_bin / f"dict.{source_lang}.txt"),
                       "target_dictionary_sha256": dictionary_digest(data_bin / f"dict.{target_lang}.txt"),
-                      "vmap_sha256": _file_digest(vmap_tmp), "sentence_pairs": self.sentence_pairs}
+                      "vmap_sha256": file_digest(vmap_tmp), "sentence_pairs": self.sentence_pairs}
             record_tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
             os.replace(vmap_tmp, path)
             os.replace(record_tmp, record_path(path))
@@ -242,10 +243,6 @@ def record_path(vmap: "str | Path") -> Path:
     return vmap.with_name(vmap.name + ".json")
 
 
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def dictionary_digest(path: Path) -> str:
     """SHA-256 of a fairseq dictionary's symbols in id order (what the model's token ids stand for)."""
     from pet_fairseq.evaluation.checks import load_symbols
@@ -275,7 +272,7 @@ def check_shortlist(vmap: "str | Path", data_bin: "str | Path", source_lang: str
         record = None
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
         raise ExportError(f"{path} is not a shortlist record (format {RECORD_FORMAT}): {rebuild}")
-    if _file_digest(vmap) != record.get("vmap_sha256"):
+    if file_digest(vmap) != record.get("vmap_sha256"):
         raise ExportError(f"the vocabulary shortlist {vmap} was changed after {path} was written for it: {rebuild}")
     built = (record.get("source_lang"), record.get("target_lang"))
     if built != (source_lang, target_lang):

@@ -26,7 +26,7 @@ import torch
 from fairseq.data import Dictionary, LanguagePairDataset, data_utils
 from tqdm import tqdm
 
-from pet_fairseq.core.files import shard_range
+from pet_fairseq.core.files import infer_pair, shard_range
 from pet_fairseq.core.teacher_cache import (
     TeacherCacheError, coverage_ks, finished_shards, fingerprint, merge, split_files, write_shard,
 )
@@ -67,16 +67,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise TeacherCacheError(f"data-bin {args.data_bin} is not a folder; pass the binarized data the student trains on")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise TeacherCacheError(f"--out {args.out} is a file; pass a folder for the cache")
-
-
-def language_pair(data_bin: Path, split: str) -> tuple[str, str]:
-    """The language pair of ``split`` when the data-bin holds exactly one."""
-    pairs = sorted({p.name.split(".")[1] for p in data_bin.glob(f"{split}.*-*.*.idx")})
-    if len(pairs) != 1:
-        raise TeacherCacheError(f"cannot tell the language pair of split '{split}' in {data_bin} (found: "
-                                f"{', '.join(pairs) or 'none'}); pass --source-lang and --target-lang")
-    src, tgt = pairs[0].split("-")
-    return src, tgt
 
 
 def load_dataset(data_bin: Path, split: str, src: str, tgt: str) -> LanguagePairDataset:
@@ -134,7 +124,10 @@ def run(args: argparse.Namespace) -> int:
     check_args(args)
     src, tgt = args.source_lang, args.target_lang
     if not (src and tgt):
-        src, tgt = language_pair(args.data_bin, args.split)
+        try:
+            src, tgt = infer_pair(args.data_bin, args.split)
+        except ValueError as err:
+            raise TeacherCacheError(str(err)) from None
     out = args.out or args.data_bin / f"teacher-top{args.k}"
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -32,8 +32,9 @@ import torch
 from tqdm import tqdm
 
 from pet_fairseq.evaluation import ct2_worker
+from pet_fairseq.core.files import file_digest
 from pet_fairseq.seqkd.corpus import (
-    DEGENERATE_POLICIES, MAX_REPLACED, SeqKDError, Split, file_digest, finished_shards, infer_pair, load_split,
+    DEGENERATE_POLICIES, MAX_REPLACED, SeqKDError, Split, finished_shards, infer_pair, load_split,
     merge, shard_range, source_recipe, write_shard,
 )
 from pet_fairseq.seqkd.engines import DecodeOptions, TeacherDecoder, load_teacher_decoder

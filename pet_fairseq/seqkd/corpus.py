@@ -20,7 +20,6 @@ anything is written (the shards stay, so accepting it later decodes nothing agai
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 import os
 import shutil
@@ -31,6 +30,8 @@ from typing import Any, Dict, List, Sequence
 import torch
 from fairseq.data import Dictionary, data_utils, indexed_dataset
 
+from pet_fairseq.core import files
+from pet_fairseq.core.files import write_json_atomic
 from pet_fairseq.preprocessing.files import PrepError
 from pet_fairseq.preprocessing.recipe import RECIPE_FILE, read_recipe
 
@@ -68,14 +69,11 @@ class Split:
 
 
 def infer_pair(data_bin: Path, split: str) -> tuple[str, str]:
-    """The language pair of ``split``, else of the data-bin when it holds exactly one."""
-    pairs = sorted({p.name.split(".")[1] for p in data_bin.glob(f"{split}.*-*.*.idx")}) or \
-        sorted({p.name.split(".")[1] for p in data_bin.glob("*.*-*.*.idx")})
-    if len(pairs) != 1:
-        raise SeqKDError(f"cannot tell the language pair of split '{split}' in {data_bin} (found: "
-                         f"{', '.join(pairs) or 'none'}); pass --source-lang and --target-lang")
-    src, tgt = pairs[0].split("-")
-    return src, tgt
+    """The language pair of ``split``, else of the data-bin when it holds exactly one (:func:`core.files.infer_pair`)."""
+    try:
+        return files.infer_pair(data_bin, split)
+    except ValueError as err:
+        raise SeqKDError(str(err)) from None
 
 
 def load_split(data_bin: Path, name: str, src: str, tgt: str) -> Split:
@@ -98,20 +96,11 @@ def load_split(data_bin: Path, name: str, src: str, tgt: str) -> Split:
 
 
 def shard_range(size: int, num_shards: int, shard_id: int) -> range:
-    """Sentence indices of shard ``shard_id`` of ``num_shards`` contiguous, balanced shards."""
-    if num_shards < 1 or not 0 <= shard_id < num_shards:
-        raise SeqKDError(f"--shard-id must be in 0..{num_shards - 1} and --num-shards >= 1 (got {shard_id}, {num_shards})")
-    return range(size * shard_id // num_shards, size * (shard_id + 1) // num_shards)
-
-
-def file_digest(*paths: Path) -> str:
-    """SHA-256 of the concatenated contents of ``paths`` (identifies a teacher or a split)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    """Sentence indices of shard ``shard_id`` of ``num_shards`` contiguous, balanced shards (:func:`core.files.shard_range`)."""
+    try:
+        return files.shard_range(size, num_shards, shard_id)
+    except ValueError as err:
+        raise SeqKDError(str(err)) from None
 
 
 def shard_stem(work: Path, shard_id: int, num_shards: int) -> Path:
@@ -130,12 +119,6 @@ def write_shard(work: Path, shard_id: int, num_shards: int, hypotheses: Sequence
     for ext in (".bin", ".idx"):
         os.replace(str(tmp) + ext, str(stem) + ext)
     write_json_atomic(stem.with_suffix(".json"), {**record, "version": RECORD_VERSION, "items": len(hypotheses)})
-
-
-def write_json_atomic(path: Path, payload: Dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_record(work: Path, shard_id: int, num_shards: int) -> Dict[str, Any] | None:
