@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 
 from pet_fairseq.compat import allow_bf16_without_tpu
+from pet_fairseq.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def prepare_distributed_launch(cfg, environ: Optional[Mapping[str, str]] = None)
                     dist_cfg.device_id = rank % torch.cuda.device_count() if gpu else 0
                 dist_cfg.distributed_no_spawn = True  # torchrun started the processes
             elif dist_cfg.distributed_world_size != world:
-                raise ValueError(
+                raise ConfigError(
                     f"torchrun started {world} processes (WORLD_SIZE={world}) but fairseq was given "
                     f"--distributed-init-method {dist_cfg.distributed_init_method} and --distributed-world-size "
                     f"{dist_cfg.distributed_world_size}: the processes would not form one job and would overwrite "
@@ -111,7 +112,7 @@ def prepare_distributed_launch(cfg, environ: Optional[Mapping[str, str]] = None)
             and "SLURM_JOB_NODELIST" not in environ
         ):
             if dist_cfg.distributed_no_spawn:
-                raise ValueError(
+                raise ConfigError(
                     "--distributed-no-spawn: each process of the job must be told where to meet; pass "
                     "--distributed-init-method tcp://HOST:PORT (the same for all) and --distributed-rank R (its own), "
                     "or start the processes with torchrun"
@@ -126,7 +127,7 @@ def prepare_distributed_launch(cfg, environ: Optional[Mapping[str, str]] = None)
             cfg.bmuf.distributed_world_size = dist_cfg.distributed_world_size
     with open_dict(dist_cfg):
         if gpu and not dist_cfg.distributed_no_spawn and dist_cfg.distributed_world_size > torch.cuda.device_count():
-            raise ValueError(
+            raise ConfigError(
                 f"--distributed-world-size {dist_cfg.distributed_world_size}: fairseq's own launcher starts one "
                 f"process per GPU of this machine, which has {torch.cuda.device_count()}. Pass at most "
                 f"{torch.cuda.device_count()}, or use torchrun for several machines (docs/distributed.md)"
@@ -146,7 +147,7 @@ def spawn_cpu_processes(cfg, main: Callable, kwargs: dict) -> None:
 
     dist_cfg = cfg.distributed_training
     if dist_cfg.distributed_rank:
-        raise ValueError(
+        raise ConfigError(
             f"--distributed-rank {dist_cfg.distributed_rank}: fairseq's own launcher starts all CPU processes of a "
             "job on one machine. For several machines use torchrun (docs/distributed.md), or start each process "
             "yourself with --distributed-no-spawn --distributed-rank R"
@@ -242,7 +243,7 @@ def distributed_wrapper(original: Callable) -> Callable:
             wrapped = ModuleProxyWrapper(CriterionGradientSync(model.to(device), process_group))
         elif torch.device(device).type == "cpu" and args.ddp_backend in {"c10d", "pytorch_ddp"}:
             if args.ddp_comm_hook == "fp16":
-                raise ValueError("--ddp-comm-hook fp16 compresses GPU all-reduces; drop it when training on CPU")
+                raise ConfigError("--ddp-comm-hook fp16 compresses GPU all-reduces; drop it when training on CPU")
             wrapped = ModuleProxyWrapper(DistributedDataParallel(
                 module=model.to(device), broadcast_buffers=args.broadcast_buffers, bucket_cap_mb=args.bucket_cap_mb,
                 process_group=process_group, find_unused_parameters=args.find_unused_parameters,

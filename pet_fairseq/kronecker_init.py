@@ -26,6 +26,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import pet_fairseq  # noqa: F401  (registers the model)
+from pet_fairseq.core.cli import command
+from pet_fairseq.core.errors import ConfigError
 from pet_fairseq.models.pet_transformer import PETTransformerModel
 from pet_fairseq.modules.kronecker import KroneckerEmbedding, KroneckerLinear
 from pet_fairseq.sharing import LayerPlan
@@ -39,7 +41,7 @@ def source_layers(text: str, num_unique: int, teacher_layers: int, option: str) 
         return [round((j + 1) * teacher_layers / num_unique) - 1 for j in range(num_unique)]
     layers = [int(t) for t in text.split(",") if t.strip().isdigit()]
     if len(layers) != num_unique or not all(1 <= x <= teacher_layers for x in layers):
-        raise ValueError(f"{option} {text!r}: give {num_unique} teacher layers in 1..{teacher_layers}")
+        raise ConfigError(f"{option} {text!r}: give {num_unique} teacher layers in 1..{teacher_layers}")
     return [x - 1 for x in layers]
 
 
@@ -100,7 +102,7 @@ def initialise(teacher_path: str, out_path: str, opts: argparse.Namespace) -> nn
     teacher = task.build_model(cfg.model)
     teacher.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
     if not hasattr(teacher, "encoder") or not hasattr(teacher.encoder, "layers"):
-        raise ValueError(f"{teacher_path}: not a fairseq Transformer translation model")
+        raise ConfigError(f"{teacher_path}: not a fairseq Transformer translation model")
     args = student_args(cfg.model, opts)
     student = PETTransformerModel.build_model(args, task)
     worst = 0.0
@@ -127,9 +129,9 @@ def initialise(teacher_path: str, out_path: str, opts: argparse.Namespace) -> nn
     return student
 
 
+@command("kronecker-init")
 def main(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(format="%(name)s | %(message)s", level=logging.INFO)
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="pet-kronecker-init", description=__doc__.split("\n\n")[0])
     p.add_argument("teacher", metavar="TEACHER.pt")
     p.add_argument("out", metavar="STUDENT.pt")
     p.add_argument("--kronecker-ffn", default="", help="shape ROWS,COLS of A for the FFN weights ('' = dense)")

@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pet_fairseq.core.errors import ConfigError
+
 _STEP = re.compile(r"^(\d+)(~?)$")
 
 
@@ -46,12 +48,12 @@ class LayerPlan:
         """Parse ``"0,1,0~,1~"``; ``option`` names the command-line flag in error messages."""
         tokens = [t.strip() for t in str(text).split(",")]
         if not text or not str(text).strip() or any(not t for t in tokens):
-            raise ValueError(f"{option} {text!r} is empty or has an empty step; write e.g. '0,1,0~,1~'")
+            raise ConfigError(f"{option} {text!r} is empty or has an empty step; write e.g. '0,1,0~,1~'")
         steps = []
         for token in tokens:
             match = _STEP.match(token)
             if match is None:
-                raise ValueError(
+                raise ConfigError(
                     f"{option} {text!r}: unknown step {token!r}; a step is a unique-layer index, "
                     "optionally followed by '~' (second pass with query and key swapped), e.g. '0,1,0~,1~'"
                 )
@@ -59,7 +61,7 @@ class LayerPlan:
         plan = cls(tuple(steps))
         missing = sorted(set(range(plan.num_unique)) - {s.index for s in steps})
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"{option} {text!r} never applies unique layer(s) {missing}: indices must be "
                 f"0..{plan.num_unique - 1} with none skipped (renumber the plan)"
             )

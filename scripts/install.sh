@@ -23,12 +23,18 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv ${PET_VENV_SYSTEM_SITE:+--system-site-packages} "$VENV"
 fi
 PY="$VENV/bin/python"
+pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
 if "$PY" -c "import fairseq, pet_fairseq, sacrebleu, sentencepiece, subword_nmt, sacremoses, pytest, matplotlib, psutil, ctranslate2" 2>/dev/null; then
+  for command in $(grep -o '^pet-[a-z0-9-]*' "$ROOT/pyproject.toml"); do
+    if [ ! -x "$VENV/bin/$command" ]; then  # a command added since this environment was made
+      echo "[install] registering the pet-* commands (pyproject.toml [project.scripts])" >&2
+      pip_install --no-deps --no-build-isolation -e "$ROOT"
+      break
+    fi
+  done
   echo "[install] environment $VENV is complete" >&2
   exit 0
 fi
-
-pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
 
 reqs="$(mktemp)"; trap 'rm -f "$reqs"' EXIT
 grep -vE '^\s*(#|$)|^ve-fairseq' "$REQ" > "$reqs"

@@ -357,11 +357,11 @@ def test_ctranslate2_parallel_batches_must_divide_the_threads(tmp_path, capsys):
     args = parser.parse_args(["--data-bin", str(tmp_path), "--threads", "2", "--ct2-parallel-batches", "3", "x.pt"])
     with pytest.raises(SystemExit):
         compare.validate_args(parser, args)
-    assert "--ct2-parallel-batches 3 with --threads 2: 3 parallel batches cannot share 2 threads evenly" in \
+    assert "--parallel-batches 3 with --threads 2: 3 parallel batches cannot share 2 threads evenly" in \
         capsys.readouterr().err
     args = parser.parse_args(["--data-bin", str(tmp_path), "--threads", "2", "--ct2-parallel-batches", "2", "x.pt"])
     compare.validate_args(parser, args)
-    assert compare.settings(args)["ct2_parallel_batches"] == 2
+    assert compare.settings(args)["parallel_batches"] == 2
 
 
 def test_labels_must_match_the_models(tmp_path):

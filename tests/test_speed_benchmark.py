@@ -188,7 +188,7 @@ def test_bad_arguments_are_clear_errors(corpus, capsys):
         with pytest.raises(SystemExit):
             sb.main(argv)
         assert message in capsys.readouterr().err
-    assert sb.main(["--archs", "pet_iwslt_de_en", "--bpe-dir", "/nonexistent/bpe"]) == 1
+    assert sb.main(["--archs", "pet_iwslt_de_en", "--bpe-dir", "/nonexistent/bpe"]) == 2
     with pytest.raises(EvaluationError, match="has 20 non-empty lines; 50 are needed"):
         sb.read_sources(corpus[1], toy_dictionary(200), 50)
 

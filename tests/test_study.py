@@ -123,8 +123,11 @@ def test_equal_time_spec_plans_corpus_cache_and_partners(tmp_path):
     spec = load_spec(REPO / "configs" / "study" / "multi30k-equal-time.json")
     setup = Setup(tmp_path / "bin", tmp_path / "t.pt", "de", "en", REPO / "pet_fairseq")
     jobs = {j.name: j for j in plan_jobs(spec, setup, tmp_path, Path("fairseq-train"), Path("python"))}
-    assert list(jobs) == ["corpus:beam5", "cache:beam5-k16", "distilled", "no-kd", "no-kd-equal-updates",
-                          "online-kd-equal-updates"]
+    assert list(jobs) == ["corpus:beam5", "cache:beam5-k16", "distilled", "cache:references-k16", "ref-kd", "no-kd",
+                          "no-kd-equal-updates", "online-kd-equal-updates"]
+    references = jobs["cache:references-k16"]  # word KD on the references: the cache is made from the data-bin
+    assert references.argv[1:4] == ["-m", "pet_fairseq.kdcache", str(tmp_path / "bin")] and references.needs == []
+    assert jobs["ref-kd"].charges == ["cache:references-k16"] and jobs["ref-kd"].seconds == 2400
     cache = jobs["cache:beam5-k16"]
     assert cache.argv[1:4] == ["-m", "pet_fairseq.kdcache", str(tmp_path / "corpora" / "beam5")]
     assert cache.needs == ["corpus:beam5"] and cache.marker == cache_dir(tmp_path, "beam5-k16") / "cache.json"

@@ -16,6 +16,8 @@ from typing import Any, Dict
 
 import numpy as np
 
+from pet_fairseq.core.errors import ConfigError
+
 
 def file_digest(*paths: Path) -> str:
     """SHA-256 of the concatenated contents of ``paths`` (identifies a teacher or a split)."""
@@ -46,7 +48,7 @@ def infer_pair(data_bin: Path, split: str) -> tuple[str, str]:
     pairs = sorted({p.name.split(".")[1] for p in data_bin.glob(f"{split}.*-*.*.idx")}) or \
         sorted({p.name.split(".")[1] for p in data_bin.glob("*.*-*.*.idx")})
     if len(pairs) != 1:
-        raise ValueError(f"cannot tell the language pair of split '{split}' in {data_bin} (found: "
+        raise ConfigError(f"cannot tell the language pair of split '{split}' in {data_bin} (found: "
                          f"{', '.join(pairs) or 'none'}); pass --source-lang and --target-lang")
     src, tgt = pairs[0].split("-")
     return src, tgt
@@ -55,5 +57,5 @@ def infer_pair(data_bin: Path, split: str) -> tuple[str, str]:
 def shard_range(size: int, num_shards: int, shard_id: int) -> range:
     """Indices of shard ``shard_id`` of ``num_shards`` contiguous, balanced shards of ``range(size)``."""
     if num_shards < 1 or not 0 <= shard_id < num_shards:
-        raise ValueError(f"--shard-id must be in 0..{num_shards - 1} and --num-shards >= 1 (got {shard_id}, {num_shards})")
+        raise ConfigError(f"--shard-id must be in 0..{num_shards - 1} and --num-shards >= 1 (got {shard_id}, {num_shards})")
     return range(size * shard_id // num_shards, size * (shard_id + 1) // num_shards)

@@ -28,6 +28,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from pet_fairseq.core.cli import command
+from pet_fairseq.core.errors import ConfigError, MissingFileError
+
 _VALID = re.compile(r"\| valid on 'valid' subset \|(.*)$")
 _FIELD = re.compile(r"\|?\s*(\w+) ([-+0-9.eE]+|inf|nan)\s*(?=\||$)")
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \|")
@@ -112,10 +115,10 @@ def stop_report(log: str, metric: str = "bleu") -> Dict[str, object]:
     """Where a run stopped and where its best validation was, from its log."""
     points = valid_points(log)
     if not points:
-        raise ValueError("the log holds no validation line ('valid on 'valid' subset')")
+        raise ConfigError("the log holds no validation line ('valid on 'valid' subset')")
     scored = [p for p in points if p.metric(metric) is not None]
     if not scored:
-        raise ValueError(f"the log's validations carry no {metric} (train with --eval-bleu, or use --metric loss)")
+        raise ConfigError(f"the log's validations carry no {metric} (train with --eval-bleu, or use --metric loss)")
     best = max(scored, key=lambda p: p.metric(metric)) if metric == "bleu" else min(scored, key=lambda p: p.metric(metric))
     return {"metric": metric, "stopped_at_update": points[-1].updates, "wall_seconds": points[-1].seconds,
             "best_update": best.updates, "best_value": best.metric(metric), "best_wall_seconds": best.seconds,
@@ -135,12 +138,12 @@ def average_checkpoints(paths: Sequence[Path], out: Path) -> Path:
     from fairseq import checkpoint_utils
 
     if not paths:
-        raise ValueError("no checkpoint to average")
+        raise ConfigError("no checkpoint to average")
     states = [checkpoint_utils.load_checkpoint_to_cpu(str(p)) for p in paths]
     keys = list(states[0]["model"])
     for path, state in zip(paths[1:], states[1:]):
         if list(state["model"]) != keys:
-            raise ValueError(f"{path} holds other parameters than {paths[0]}: average checkpoints of one run")
+            raise ConfigError(f"{path} holds other parameters than {paths[0]}: average checkpoints of one run")
     averaged = collections.OrderedDict()
     for key in keys:
         tensors = [s["model"][key] for s in states]
@@ -155,8 +158,9 @@ def average_checkpoints(paths: Sequence[Path], out: Path) -> Path:
     return out
 
 
+@command("plateau")
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pet_fairseq.core.plateau", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="pet-plateau", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("report", help="where a run stopped, its best validation and whether it plateaued")
     rep.add_argument("log", type=Path)
@@ -167,19 +171,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     avg.add_argument("--last", type=int, required=True)
     avg.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    try:
-        if args.command == "average":
-            found = interval_checkpoints(args.save_dir)
-            if args.last < 2 or len(found) < args.last:
-                raise ValueError(f"--last {args.last}: {args.save_dir} holds {len(found)} interval checkpoints "
-                                 "(checkpoint_E_U.pt); train with --save-interval-updates and --keep-interval-updates N")
-            average_checkpoints(found[-args.last:], args.out)
-            print(f"averaged {', '.join(p.name for p in found[-args.last:])} -> {args.out}", file=sys.stderr)
-            return 0
-        report = stop_report(args.log.read_text(encoding="utf-8"), args.metric)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.command == "average":
+        if not args.save_dir.is_dir():
+            raise MissingFileError(f"{args.save_dir} is not a folder: pass the run's --save-dir")
+        found = interval_checkpoints(args.save_dir)
+        if args.last < 2 or len(found) < args.last:
+            raise ConfigError(f"--last {args.last}: {args.save_dir} holds {len(found)} interval checkpoints "
+                              "(checkpoint_E_U.pt); train with --save-interval-updates and --keep-interval-updates N")
+        average_checkpoints(found[-args.last:], args.out)
+        print(f"averaged {', '.join(p.name for p in found[-args.last:])} -> {args.out}", file=sys.stderr)
+        return 0
+    if not args.log.is_file():
+        raise MissingFileError(f"{args.log} does not exist: pass the run's fairseq log (train.log)")
+    report = stop_report(args.log.read_text(encoding="utf-8"), args.metric)
     if args.json:
         tmp = args.json.with_name(args.json.name + ".tmp")
         tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pet_fairseq.core.errors import PetError
 from pet_fairseq.core.files import file_digest, save_npy_atomic, shard_range, write_json_atomic
 
 VERSION = 1
@@ -39,7 +40,7 @@ ARRAYS = ("offsets", "tokens", "logprobs")
 BUILD_COMMAND = "python -m pet_fairseq.kdcache DATA_BIN --teacher TEACHER.pt --out CACHE"
 
 
-class TeacherCacheError(ValueError):
+class TeacherCacheError(PetError, ValueError):
     """A cache that is missing, unfinished or made from another teacher or corpus; the message says how to fix it."""
 
 
@@ -214,8 +215,11 @@ class TeacherCache:
         ``sample["target"]``: row ``b`` holds sentence ``ids[b]``'s positions first. Pad positions
         get token 0 and log-probability 0 (callers mask them out).
         """
-        rows_per_sentence = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in ids.tolist()]
-        rows = np.concatenate(rows_per_sentence) if rows_per_sentence else np.zeros(0, dtype=np.int64)
+        index = ids.cpu().numpy().astype(np.int64)
+        starts, lengths = self.offsets[index], self.offsets[index + 1] - self.offsets[index]
+        # rows of sentence b: starts[b], ..., starts[b] + lengths[b] - 1, sentences one after another
+        before = np.cumsum(lengths) - lengths
+        rows = np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(starts - before, lengths)
         if len(rows) != int(target_mask.sum()):
             raise TeacherCacheError(
                 f"teacher cache {self.path}: the batch has {int(target_mask.sum())} target tokens but the cache holds "

@@ -40,11 +40,13 @@ from fairseq.criterions import register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion,
     LabelSmoothedCrossEntropyCriterionConfig,
+    label_smoothed_nll_loss,
 )
 from fairseq.logging import metrics
 from omegaconf import II
 from torch import Tensor, nn
 
+from pet_fairseq.core.errors import ConfigError
 from pet_fairseq.criterions.pet_warmup import warmup_loss
 from pet_fairseq.tasks.distillation import DistillationTask, ModelOutputs, forward_with_states, stack_shape
 from pet_fairseq.tasks.warmup import simplified_labels, simplified_targets
@@ -93,15 +95,15 @@ def parse_layer_map(text: str, teacher_layers: int, student_layers: int, option:
     for token in text.split(","):
         parts = token.strip().split(":")
         if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise ValueError(f"{option} {text!r}: {token.strip()!r} is not TEACHER:STUDENT, e.g. '2:1,4:2,6:4'")
+            raise ConfigError(f"{option} {text!r}: {token.strip()!r} is not TEACHER:STUDENT, e.g. '2:1,4:2,6:4'")
         t, s = int(parts[0]), int(parts[1])
         if t > teacher_layers or s > student_layers:
-            raise ValueError(
+            raise ConfigError(
                 f"{option} {text!r}: pair {t}:{s} is out of range; the teacher has {teacher_layers} layers and "
                 f"the student {student_layers} (0 = embeddings)"
             )
         if (t, s) in pairs:
-            raise ValueError(f"{option} {text!r}: pair {t}:{s} is given twice; list each TEACHER:STUDENT pair once")
+            raise ConfigError(f"{option} {text!r}: pair {t}:{s} is given twice; list each TEACHER:STUDENT pair once")
         pairs.append((t, s))
     return pairs
 
@@ -109,9 +111,9 @@ def parse_layer_map(text: str, teacher_layers: int, student_layers: int, option:
 def warmup_phase_updates(fraction: float, max_update: int) -> int:
     """Updates of the warm-up phase: ``⌊fraction · max_update⌋``; needs an update budget when fraction > 0."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"--warmup-fraction must be in [0, 1), got {fraction}")
+        raise ConfigError(f"--warmup-fraction must be in [0, 1), got {fraction}")
     if fraction > 0 and not max_update:
-        raise ValueError("--warmup-fraction is a fraction of the update budget: pass --max-update N "
+        raise ConfigError("--warmup-fraction is a fraction of the update budget: pass --max-update N "
                          "(or --warmup-fraction 0 and a separate --task pet_warmup stage)")
     return int(fraction * max_update)
 
@@ -132,7 +134,18 @@ def kd_topk_kl_loss(student_logits: Tensor, teacher_tokens: Tensor, teacher_logp
     their log-probabilities at τ = 1; q = softmax(log p^T / τ) over those k (the mass outside them is
     dropped). The student's log-probabilities are over the whole vocabulary, gathered at the k tokens.
     """
-    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1).gather(-1, teacher_tokens)
+    student_lprobs = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    return kd_topk_kl_from_lprobs(student_lprobs, teacher_tokens, teacher_logprobs, mask, temperature)
+
+
+def kd_topk_kl_from_lprobs(student_lprobs: Tensor, teacher_tokens: Tensor, teacher_logprobs: Tensor, mask: Tensor,
+                           temperature: float) -> Tensor:
+    """:func:`kd_topk_kl_loss` from the student's log-probabilities at τ (B x T x V), already normalised.
+
+    At τ = 1 these are the log-probabilities the cross-entropy term uses, so one log-softmax over the
+    vocabulary serves both terms.
+    """
+    log_p_student = student_lprobs.gather(-1, teacher_tokens)
     log_q = F.log_softmax(teacher_logprobs.float() / temperature, dim=-1)
     kl = (log_q.exp() * (log_q - log_p_student)).sum(dim=-1)
     return kl.masked_fill(~mask, 0.0).sum()
@@ -191,19 +204,19 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         self.warmup_updates = warmup_phase_updates(warmup_fraction, max_update)
         if not 0.0 < confidence_threshold < 1.0:
-            raise ValueError(f"--confidence-threshold must be in (0, 1), got {confidence_threshold}")
+            raise ConfigError(f"--confidence-threshold must be in (0, 1), got {confidence_threshold}")
         self.confidence_threshold, self.warmup_smoothing = confidence_threshold, warmup_label_smoothing
         self.token_loss_weight, self.update_num = token_loss_weight, 0
         if self.warmup_updates:
             logger.info(f"pet_kd: warm-up on simplified targets for updates 1-{self.warmup_updates} of {max_update}, then KD")
         if not isinstance(task, DistillationTask) or task.teacher is None:
-            raise ValueError("--criterion pet_kd needs --task pet_distillation with --teacher-path")
+            raise ConfigError("--criterion pet_kd needs --task pet_distillation with --teacher-path")
         if not 0.0 <= kd_alpha <= 1.0 or kd_temperature <= 0 or inter_beta < 0:
-            raise ValueError(f"need 0 <= --kd-alpha <= 1, --kd-temperature > 0, --inter-beta >= 0 "
+            raise ConfigError(f"need 0 <= --kd-alpha <= 1, --kd-temperature > 0, --inter-beta >= 0 "
                              f"(got {kd_alpha}, {kd_temperature}, {inter_beta})")
         self.alpha, self.temperature, self.beta = kd_alpha, kd_temperature, inter_beta
         if task.cfg.teacher_cache and inter_beta > 0:
-            raise ValueError(f"--teacher-cache replaces the teacher's forward pass, but the intermediate-layer loss "
+            raise ConfigError(f"--teacher-cache replaces the teacher's forward pass, but the intermediate-layer loss "
                              f"(--inter-beta {inter_beta}) needs the teacher's hidden states: pass --inter-beta 0, or "
                              "drop --teacher-cache to run the teacher online")
         teacher, student = stack_shape(task.teacher), task.student_shape
@@ -231,13 +244,21 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
         if self.in_warmup:
             return self.warmup_forward(model, sample, reduce)
         student = forward_with_states(model, sample["net_input"])
-        ce_loss, nll_loss = self.compute_loss(model, student.net_output, sample, reduce=reduce)
         target_mask = model.get_targets(sample, student.net_output).ne(self.padding_idx)
         cached = self.task.cached_teacher(sample) if self.training else None
-        if cached is not None:
+        if cached is not None and self.temperature == 1 and self.ignore_prefix_size == 0:
+            # one log-softmax over the vocabulary for both terms (the cached path's main cost beside CE)
+            lprobs = model.get_normalized_probs(student.net_output, log_probs=True)
+            ce_loss, nll_loss = label_smoothed_nll_loss(lprobs.view(-1, lprobs.size(-1)), sample["target"].view(-1),
+                                                        self.eps, ignore_index=self.padding_idx, reduce=reduce)
+            kd_loss = kd_topk_kl_from_lprobs(lprobs, *cached, target_mask, 1.0)
+            inter_loss = target_mask.new_zeros((), dtype=torch.float)
+        elif cached is not None:
+            ce_loss, nll_loss = self.compute_loss(model, student.net_output, sample, reduce=reduce)
             kd_loss = kd_topk_kl_loss(student.logits, *cached, target_mask, self.temperature)
             inter_loss = target_mask.new_zeros((), dtype=torch.float)
         else:
+            ce_loss, nll_loss = self.compute_loss(model, student.net_output, sample, reduce=reduce)
             teacher = self.task.teacher_outputs(model, sample)
             kd_loss = kd_kl_loss(student.logits, teacher.logits, target_mask, self.temperature)
             inter_loss = self.intermediate_loss(student, teacher, target_mask)
@@ -303,13 +324,13 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
         ours = self.state_dict()
         for key, value in state_dict.items():
             if key in ours and tuple(value.shape) != tuple(ours[key].shape):
-                raise ValueError(
+                raise ConfigError(
                     f"the checkpoint being resumed holds KD projections for a teacher of width {value.shape[0]} "
                     f"({key}: {tuple(value.shape)}), but this run's teacher has width {ours[key].shape[0]}: "
                     "the teacher of --teacher-path is not the one this student was distilled from. Resume with "
                     "that teacher, or start a new --save-dir")
         if set(state_dict) != set(ours):
-            raise ValueError(
+            raise ConfigError(
                 f"the checkpoint being resumed holds KD projections for {len(state_dict)} layer pairs, this run "
                 f"maps {len(ours)}: resume with the same --inter-beta and layer maps (or a new --save-dir)")
         return super().load_state_dict(state_dict, strict=strict, **kwargs)

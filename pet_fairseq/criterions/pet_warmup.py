@@ -26,6 +26,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 from fairseq.logging import metrics
 from torch import Tensor
 
+from pet_fairseq.core.errors import ConfigError
 from pet_fairseq.tasks.warmup import NUM_SIMPLIFIED_CLASSES, WarmupTask
 
 _EPS = 1e-6
@@ -66,7 +67,7 @@ class PETWarmupCriterion(LabelSmoothedCrossEntropyCriterion):
                  ignore_prefix_size=0, report_accuracy=False):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         if not isinstance(task, WarmupTask):
-            raise ValueError("--criterion pet_warmup needs --task pet_warmup (with --teacher-path)")
+            raise ConfigError("--criterion pet_warmup needs --task pet_warmup (with --teacher-path)")
         self.warmup_smoothing = warmup_label_smoothing
         self.token_loss_weight = token_loss_weight
 

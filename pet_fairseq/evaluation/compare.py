@@ -19,6 +19,9 @@ from pathlib import Path
 
 import torch
 
+from pet_fairseq.core.arguments import (add_decoding_args, add_device_args, add_language_args, resolve_batch_size,
+                                         resolve_threads)
+from pet_fairseq.core.cli import command
 from pet_fairseq.evaluation import report
 from pet_fairseq.evaluation.checkpoint import read_checkpoint, save_inference_state
 from pet_fairseq.evaluation.checks import check_dictionaries, check_subset, resolve_languages
@@ -34,25 +37,15 @@ logger = logging.getLogger("pet_fairseq.evaluation.compare")
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options (fairseq-generate's names where they overlap)."""
-    p = argparse.ArgumentParser(prog="python -m pet_fairseq.evaluation.compare", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="pet-compare", description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", metavar="MODEL",
                    help="fairseq checkpoints or CTranslate2 model directories (python -m pet_fairseq.export "
                    "ctranslate2); the first is the reference")
     p.add_argument("--data-bin", required=True, type=Path, help="fairseq-preprocess output directory")
     p.add_argument("--subset", default="test", help="binarized subset to translate (default: test)")
-    p.add_argument("--source-lang", help="default: from the checkpoint")
-    p.add_argument("--target-lang", help="default: from the checkpoint")
-    p.add_argument("--beam", type=int, default=5, help="beam size (default: 5)")
-    p.add_argument("--max-len-a", type=float, default=0, help="max output length = a * source length + b (default: 0)")
-    p.add_argument("--max-len-b", type=int, default=200, help="see --max-len-a (default: 200)")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--batch-size", type=int, help="sentences per batch (default 64 unless --max-tokens)")
-    size.add_argument("--max-tokens", type=int, help="tokens per batch instead of --batch-size")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                   help="torch threads for every model (default: torch's, here %(default)s)")
-    p.add_argument("--ct2-parallel-batches", type=int, default=1,
-                   help="CTranslate2 models: decode each batch as this many parts side by side, each on threads / N "
-                   "threads (default: 1, one worker on all threads)")
+    add_language_args(p)
+    add_decoding_args(p, max_tokens=True)
+    add_device_args(p, parallel_aliases=("--ct2-parallel-batches",))
     p.add_argument("--repeats", type=int, default=3,
                    help="timed passes per model; the median is reported (default: 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up batches before timing (default: 1)")
@@ -65,7 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="comma-separated names, one per model (default: from the paths)")
     p.add_argument("--out-dir", type=Path, default=Path("runs/compare"),
                    help="hypotheses, report.{md,json,png} (default: runs/compare)")
-    p.add_argument("--device", default="cpu", help="torch device for decoding, e.g. cpu or cuda:0 (default: cpu)")
     p.add_argument("--keep-inference-checkpoints", action="store_true",
                    help="keep the stripped checkpoints in OUT_DIR/checkpoints instead of a temporary directory")
     return p
@@ -141,14 +133,14 @@ def evaluate_all(args: argparse.Namespace, labels: list[str]) -> list[dict]:
 def settings(args: argparse.Namespace) -> dict:
     """The options that shape the figures, for the JSON report."""
     keys = ("data_bin", "subset", "source_lang", "target_lang", "beam", "max_len_a", "max_len_b", "batch_size",
-            "max_tokens", "threads", "ct2_parallel_batches", "repeats", "warmup", "max_sentences", "bpe", "tokenizer", "device")
+            "max_tokens", "threads", "parallel_batches", "repeats", "warmup", "max_sentences", "bpe", "tokenizer", "device")
     return {key: str(v) if isinstance(v := getattr(args, key), Path) else v for key in keys}
 
 
 def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject option combinations that cannot work before any model is loaded."""
-    if args.batch_size is None and args.max_tokens is None:
-        args.batch_size = 64
+    resolve_batch_size(args)
+    args.threads = resolve_threads(args.threads)
     if not args.data_bin.is_dir():
         parser.error(f"--data-bin {args.data_bin} is not a directory")
     if args.bpe == "subword_nmt" and not args.bpe_codes:
@@ -160,14 +152,17 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     if min(args.repeats, args.threads, args.beam) < 1 or args.warmup < 0:
         parser.error("--repeats, --threads and --beam must be >= 1, --warmup >= 0")
     try:
-        check_parallel_batches(args.ct2_parallel_batches, args.threads)
+        check_parallel_batches(args.parallel_batches, args.threads)
     except ValueError as exc:
-        parser.error(f"--ct2-parallel-batches {args.ct2_parallel_batches} with --threads {args.threads}: {exc}")
+        parser.error(f"--parallel-batches {args.parallel_batches} with --threads {args.threads}: {exc}")
 
 
+@command("compare")
 def main(argv: list[str] | None = None) -> int:
-    """Run the comparison; print the table; write report.json and report.png to ``--out-dir``."""
-    logging.basicConfig(level=logging.INFO, format="[compare] %(message)s", stream=sys.stderr, force=True)
+    """Run the comparison; print the table; write report.json and report.png to ``--out-dir``.
+
+    Exits 1 when a model's row failed (its reason is in the table), 2 on a bad option.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     validate_args(parser, args)

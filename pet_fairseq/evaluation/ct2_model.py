@@ -123,7 +123,7 @@ def evaluate_model(args: argparse.Namespace, label: str, model_dir: str, workdir
 
     The subset is read here (with fairseq); the model is run in a torch-free subprocess
     (:mod:`pet_fairseq.evaluation.ct2_worker`) with the same beam, batch size, length limits, threads,
-    warm-up and repeats (each batch cut into ``--ct2-parallel-batches`` parts decoded side by side);
+    warm-up and repeats (each batch cut into ``--parallel-batches`` parts decoded side by side);
     de-BPE, detokenization and BLEU use the evaluation tool's functions.
     """
     from pet_fairseq.evaluation.bleu import read_lines
@@ -142,7 +142,7 @@ def evaluate_model(args: argparse.Namespace, label: str, model_dir: str, workdir
     stem = file_stem(label)
     job = make_job(args, label, model_dir.resolve(), langs, workdir)
     job.update(source_path=str(workdir / f"{stem}.source.txt"), hyp_path=str(workdir / f"{stem}.hyp.raw.txt"),
-               use_vmap=has_shortlist(model_dir), parallel_batches=args.ct2_parallel_batches)
+               use_vmap=has_shortlist(model_dir), parallel_batches=args.parallel_batches)
     Path(job["source_path"]).write_text("".join(" ".join(s) + "\n" for s in sources), encoding="utf-8")
     logger.info("%s: decoding %s (%s-%s) with CTranslate2 in a subprocess%s", label, args.subset, *langs,
                 ", with the model's vocabulary shortlist" if job["use_vmap"] else "")

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from pet_fairseq.core.cli import command
 from pet_fairseq.evaluation.checkpoint import read_checkpoint
 from pet_fairseq.evaluation.checks import check_dictionaries, check_subset, resolve_languages
 from pet_fairseq.evaluation.compare import parse_labels
@@ -45,7 +46,7 @@ logger = logging.getLogger("pet_fairseq.evaluation.length_benchmark")
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options (fairseq-generate's names where they overlap)."""
-    p = argparse.ArgumentParser(prog="python -m pet_fairseq.evaluation.length_benchmark",
+    p = argparse.ArgumentParser(prog="pet-length-benchmark",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", metavar="MODEL", help="fairseq checkpoints; the first is the reference")
     p.add_argument("--data-bin", required=True, type=Path, help="fairseq-preprocess output (dictionaries, subset)")
@@ -277,17 +278,13 @@ def run(args: argparse.Namespace) -> list[dict]:
     return benchmark(args, models, inputs)
 
 
+@command("length-benchmark")
 def main(argv: list[str] | None = None) -> int:
     """Print the Markdown table; with ``--json``, write every figure there too."""
-    logging.basicConfig(level=logging.INFO, format="[length-benchmark] %(message)s", stream=sys.stderr, force=True)
     parser = build_parser()
     args = parser.parse_args(argv)
     validate_args(parser, args)
-    try:
-        results = run(args)
-    except EvaluationError as exc:
-        logger.error("%s", exc)
-        return 1
+    results = run(args)
     print(markdown_table(results))
     if args.json:
         write_benchmark_json(args.json, args.device, args.threads,

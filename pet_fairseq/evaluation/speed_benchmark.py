@@ -46,6 +46,7 @@ from typing import Any, Sequence
 import torch
 from tqdm import tqdm
 
+from pet_fairseq.core.cli import command
 from pet_fairseq.evaluation.ct2_worker import check_parallel_batches
 from pet_fairseq.evaluation.errors import EvaluationError
 from pet_fairseq.evaluation.report import write_benchmark_json
@@ -110,7 +111,7 @@ class BenchModel:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
-    p = argparse.ArgumentParser(prog="python -m pet_fairseq.evaluation.speed_benchmark",
+    p = argparse.ArgumentParser(prog="pet-speed-benchmark",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--archs", required=True,
                    help="comma-separated registered architectures, e.g. transformer_iwslt_de_en,pet_iwslt_de_en; "
@@ -574,17 +575,13 @@ def profile_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+@command("speed-benchmark")
 def main(argv: list[str] | None = None) -> int:
     """Print the speed table (and the profile table); with ``--json``, write every figure too."""
-    logging.basicConfig(level=logging.INFO, format="[speed-benchmark] %(message)s", stream=sys.stderr, force=True)
     parser = build_parser()
     args = parser.parse_args(argv)
     validate_args(parser, args)
-    try:
-        report = run(args)
-    except EvaluationError as exc:
-        logger.error("%s", exc)
-        return 1
+    report = run(args)
     print(speed_table(report))
     if report["profile"]:
         print(f"\nWhere the decode time goes (fairseq, {report['profile'][0]['mode']}, "

@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pet_fairseq.core.cli import command
+
 _SIMPLE = re.compile(r"\| train \| epoch \d+ \|.*?\bnum_updates (\d+)\b.*?\btrain_wall (\d+(?:\.\d+)?)")
 _JSON = re.compile(r"\| train \| (\{.*\})\s*$")
 
@@ -43,8 +45,9 @@ def training_cost(log: str) -> TrainingCost:
     return TrainingCost(epochs[-1][0], sum(wall for _, wall in epochs))
 
 
+@command("training-cost")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="pet-training-cost", description=__doc__.split("\n\n")[0])
     parser.add_argument("logs", nargs="+", metavar="LABEL=LOG", help="fairseq-train logs; the first is the reference")
     args = parser.parse_args(argv)
     rows = []

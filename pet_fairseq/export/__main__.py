@@ -18,17 +18,18 @@ or a text file with a CTranslate2 model (beam 5 by default; with the model's sho
 """
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import List, Optional
 
+from pet_fairseq.core.arguments import add_decoding_args, add_device_args, add_language_args, resolve_threads
+from pet_fairseq.core.cli import command
 from pet_fairseq.export.shortlist import DEFAULT_FREQUENT, DEFAULT_PER_TOKEN
 from pet_fairseq.export.unroll import ExportError, export_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pet_fairseq.export", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="pet-export", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     sub = p.add_subparsers(dest="command", required=True)
@@ -75,18 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--data-bin", type=Path, help="binarized data; decode --subset and report BLEU")
     source.add_argument("--input", type=Path, help="text file, one sentence per line, tokenized and BPE'd like the training data")
     tr.add_argument("--subset", default="test", help="binarized subset (with --data-bin; default: test)")
-    tr.add_argument("--source-lang", help="default: recorded at export, else from the data-bin (a direction other "
-                    "than the recorded one is refused)")
-    tr.add_argument("--target-lang", help="default: recorded at export, else from the data-bin")
     tr.add_argument("--output", type=Path, help="write the (de-BPE'd, detokenized) hypotheses here (default: stdout)")
-    tr.add_argument("--beam", type=int, default=5, help="beam size (default: 5)")
-    tr.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default: 64)")
-    tr.add_argument("--max-len-a", type=float, default=0, help="max output length = a * source length + b (default: 0)")
-    tr.add_argument("--max-len-b", type=int, default=200, help="see --max-len-a (default: 200)")
-    tr.add_argument("--threads", type=int, default=1, help="CTranslate2 CPU threads (default: 1)")
-    tr.add_argument("--parallel-batches", type=int, default=1,
-                    help="decode each batch as this many parts side by side, each on threads / N threads; "
-                    "faster for small models with several threads (default: 1)")
+    add_language_args(tr)
+    add_decoding_args(tr)
+    add_device_args(tr, device=False)
     tr.add_argument("--compute-type", default="default", help="CTranslate2 compute type (default: as converted)")
     tr.add_argument("--no-shortlist", action="store_true",
                     help="decode over the whole target vocabulary even if the model stores a shortlist")
@@ -129,11 +122,12 @@ def translate_command(args: argparse.Namespace) -> int:
     else:
         tgt = args.target_lang or info.get("target_lang") or "en"
         sources = [line.split() for line in args.input.read_text(encoding="utf-8").splitlines()]
+    threads = resolve_threads(args.threads)
     try:
-        translator = ct2_worker.load_translator(str(args.model_dir), args.threads, compute_type=args.compute_type,
+        translator = ct2_worker.load_translator(str(args.model_dir), threads, compute_type=args.compute_type,
                                                 parallel_batches=args.parallel_batches)
     except ValueError as exc:
-        raise ExportError(f"--parallel-batches {args.parallel_batches} with --threads {args.threads}: {exc}") from exc
+        raise ExportError(f"--parallel-batches {args.parallel_batches} with --threads {threads}: {exc}") from exc
     batches = ct2_worker.make_batches([len(s) for s in sources], args.batch_size, None)
     use_vmap = has_shortlist(args.model_dir) and not args.no_shortlist
     results = ct2_worker.translate(translator, sources, batches, args.beam, args.max_len_a, args.max_len_b,
@@ -157,34 +151,29 @@ def translate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("export")
 def main(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="[export] %(message)s", stream=sys.stderr, force=True)
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "shortlist":
-            from pet_fairseq.export.shortlist import write_shortlist
+    if args.command == "shortlist":
+        from pet_fairseq.export.shortlist import write_shortlist
 
-            write_shortlist(args.out, args.data_bin, args.source_lang, args.target_lang, subset=args.subset,
-                            source_text=args.source_text, target_text=args.target_text, frequent=args.frequent,
-                            per_token=args.per_token, force=args.force)
-        elif args.command == "unroll":
-            from pet_fairseq.export.unroll import unroll_checkpoint
+        write_shortlist(args.out, args.data_bin, args.source_lang, args.target_lang, subset=args.subset,
+                        source_text=args.source_text, target_text=args.target_text, frequent=args.frequent,
+                        per_token=args.per_token, force=args.force)
+    elif args.command == "unroll":
+        from pet_fairseq.export.unroll import unroll_checkpoint
 
-            unroll_checkpoint(args.student, args.out, check=not args.no_check)
-        elif args.command == "ctranslate2":
-            from pet_fairseq.export.ctranslate2 import convert
+        unroll_checkpoint(args.student, args.out, check=not args.no_check)
+    elif args.command == "ctranslate2":
+        from pet_fairseq.export.ctranslate2 import convert
 
-            convert(args.student, args.out_dir, quantization=args.quantization, data_bin=args.data_bin,
-                    source_lang=args.source_lang, target_lang=args.target_lang, force=args.force,
-                    check=not args.no_check, keep_unrolled=args.keep_unrolled,
-                    vocab_shortlist=args.vocab_shortlist)
-        else:
-            return translate_command(args)
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        convert(args.student, args.out_dir, quantization=args.quantization, data_bin=args.data_bin,
+                source_lang=args.source_lang, target_lang=args.target_lang, force=args.force,
+                check=not args.no_check, keep_unrolled=args.keep_unrolled,
+                vocab_shortlist=args.vocab_shortlist)
+    else:
+        return translate_command(args)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -38,6 +38,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 
+from pet_fairseq.core.errors import PetError
 from pet_fairseq.evaluation.checkpoint import inference_state, read_checkpoint
 from pet_fairseq.evaluation.errors import EvaluationError
 from pet_fairseq.sharing import LayerPlan
@@ -58,7 +59,7 @@ PLAIN_FAIRSEQ_NOTE = ("plain fairseq-generate (no --user-dir) needs --required-b
                       "(fairseq issue #5036)")
 
 
-class ExportError(Exception):
+class ExportError(PetError):
     """A checkpoint that cannot be exported, with the reason and what to do."""
 
 

@@ -26,6 +26,8 @@ import torch
 from fairseq.data import Dictionary, LanguagePairDataset, data_utils
 from tqdm import tqdm
 
+from pet_fairseq.core.arguments import add_device_args, add_language_args
+from pet_fairseq.core.cli import command
 from pet_fairseq.core.files import infer_pair, shard_range
 from pet_fairseq.core.teacher_cache import (
     TeacherCacheError, coverage_ks, finished_shards, fingerprint, merge, split_files, write_shard,
@@ -35,22 +37,20 @@ logger = logging.getLogger("pet_fairseq.kdcache")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pet_fairseq.kdcache", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="pet-kdcache", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data_bin", type=Path, help="binarized data (fairseq-preprocess or seq-KD output) holding --split")
     p.add_argument("--teacher", type=Path, required=True, help="the teacher's fairseq checkpoint (.pt)")
     p.add_argument("--out", type=Path, default=None, help="the cache folder (default: DATA_BIN/teacher-topK)")
     p.add_argument("--split", default="train", help="the split to cache (the one the student trains on)")
-    p.add_argument("--source-lang", default=None, help="default: the data-bin's only language pair")
-    p.add_argument("--target-lang", default=None)
     p.add_argument("--k", type=int, default=16, help="tokens kept per position (the rest of the teacher's mass is "
                                                      "dropped and the kept part renormalised by pet_kd)")
     p.add_argument("--max-tokens", type=int, default=8000, help="most padded tokens per teacher batch")
     p.add_argument("--num-shards", type=int, default=8, help="contiguous shards (the unit of resuming and splitting)")
     p.add_argument("--shard-id", type=int, default=None, help="compute only this shard, do not merge")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--keep-shards", action="store_true", help="keep the shards after merging")
+    add_language_args(p)
+    add_device_args(p, parallel_batches=False)
     return p
 
 
@@ -167,11 +167,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("kdcache")
 def main(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO, stream=sys.stderr)
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (TeacherCacheError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run(build_parser().parse_args(argv))

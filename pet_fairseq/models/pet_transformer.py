@@ -24,6 +24,7 @@ from fairseq.modules import LayerDropModuleList
 import torch
 from torch import Tensor, nn
 
+from pet_fairseq.core.errors import ConfigError
 from pet_fairseq.modules.cross_attention import ContiguousCacheAttention
 from pet_fairseq.modules.kronecker import (
     KroneckerEmbedding,
@@ -110,7 +111,7 @@ def self_attention_kind(cfg, side: str) -> str:
     value = getattr(cfg, f"{side}_self_attention", None) or "softmax"
     value = str(getattr(value, "value", value))  # a ChoiceEnum member or its string
     if value not in SELF_ATTENTION_KINDS:
-        raise ValueError(f"--{side}-self-attention {value!r}: choose one of {', '.join(SELF_ATTENTION_KINDS)}")
+        raise ConfigError(f"--{side}-self-attention {value!r}: choose one of {', '.join(SELF_ATTENTION_KINDS)}")
     return value
 
 
@@ -239,7 +240,7 @@ class PETTransformerModel(TransformerModel):
         if shape is None:
             return super().build_embedding(cfg, dictionary, embed_dim, path)
         if path:
-            raise ValueError("--kronecker-embeddings cannot load pretrained embeddings (--*-embed-path)")
+            raise ConfigError("--kronecker-embeddings cannot load pretrained embeddings (--*-embed-path)")
         return KroneckerEmbedding(len(dictionary), embed_dim, dictionary.pad(), shape)
 
     @classmethod
@@ -261,7 +262,7 @@ def _check_depth(args, side: str) -> None:
     """A plan fixes the depth; a conflicting ``--{side}-layers`` is an error, not silently ignored."""
     depth, layers = _plan_depth(args, side), getattr(args, f"{side}_layers", None)
     if depth is not None and layers is not None and layers != depth:
-        raise ValueError(
+        raise ConfigError(
             f"--{side}-layers {layers} disagrees with --{side}-layer-plan {getattr(args, f'{side}_layer_plan')!r} "
             f"(depth {depth}); drop --{side}-layers or change the plan"
         )

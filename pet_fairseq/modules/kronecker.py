@@ -16,12 +16,14 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from pet_fairseq.core.errors import ConfigError
+
 
 def kronecker_factor_shapes(out_features: int, in_features: int, a_shape: Tuple[int, int]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
     """Shapes of A and B for a (out × in) weight with A of shape ``a_shape``; a clear error if they do not divide."""
     o1, i1 = a_shape
     if o1 <= 0 or i1 <= 0 or out_features % o1 or in_features % i1:
-        raise ValueError(
+        raise ConfigError(
             f"Kronecker factor A of shape {o1}x{i1} does not divide a {out_features}x{in_features} weight: "
             f"choose A's rows dividing {out_features} and columns dividing {in_features}"
         )
@@ -98,7 +100,7 @@ def parse_factor_shape(text: str, option: str) -> Optional[Tuple[int, int]]:
         return None
     parts = [p.strip() for p in str(text).split(",")]
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"{option} {text!r}: give the shape of the Kronecker factor A as ROWS,COLS, e.g. 4,4")
+        raise ConfigError(f"{option} {text!r}: give the shape of the Kronecker factor A as ROWS,COLS, e.g. 4,4")
     return int(parts[0]), int(parts[1])
 
 

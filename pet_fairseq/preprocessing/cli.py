@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Sequence
 
+from pet_fairseq.core.cli import command
 from pet_fairseq.preprocessing.bpe import SENTENCEPIECE, SUBWORD_NMT
 from pet_fairseq.preprocessing.files import PrepError
 from pet_fairseq.preprocessing.pipeline import RECIPES, SPLITS, Options, run_recipe
@@ -50,7 +50,7 @@ def _add_common(parser: argparse.ArgumentParser, dataset: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pet_fairseq.preprocessing",
+        prog="pet-prepare",
         description="Offline, Python re-implementation of fairseq's translation data preparation.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,19 +156,15 @@ def format_summary(out: Path) -> str:
     return "\n".join(lines)
 
 
+@command("prepare")
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "summary":
-            print(format_summary(args.out))
-            return 0
-        if args.command == "recipe":
-            print(f"recipe: {write_recipe(args.out)}")
-            return 0
-        run_recipe(options_from_args(args))
-        print(f"text steps done: {args.out / 'bpe'}")
-    except PrepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
+    if args.command == "summary":
+        print(format_summary(args.out))
+        return 0
+    if args.command == "recipe":
+        print(f"recipe: {write_recipe(args.out)}")
+        return 0
+    run_recipe(options_from_args(args))
+    print(f"text steps done: {args.out / 'bpe'}")
     return 0

@@ -9,11 +9,13 @@ import urllib.request
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from pet_fairseq.core.errors import PetError
+
 # Sub-folders a preparation run writes under --out; --force removes exactly these.
 OUTPUT_PARTS: tuple[str, ...] = ("tmp", "tok", "bpe", "data-bin", "prep_stats.json", "fairseq-preprocess.log")
 
 
-class PrepError(Exception):
+class PrepError(PetError):
     """A user-facing problem with the inputs or options (printed without a traceback)."""
 
 

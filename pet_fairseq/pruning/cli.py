@@ -13,10 +13,10 @@ import argparse
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
+from pet_fairseq.core.cli import command
 from pet_fairseq.pruning.errors import PruningError
 from pet_fairseq.pruning.greedy import ORDERS, Step, check_targets, search
 from pet_fairseq.pruning.scoring import METRICS, ScoreSettings, checkpoint_score, load_validation
@@ -40,7 +40,7 @@ _RESUME_KEYS = ("checkpoint", "data_bin", "subset", "metric", "max_sentences", "
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m pet_fairseq.pruning",
+        prog="pet-prune",
         description="Greedy layer pruning of a fairseq Transformer or PET checkpoint (Peer et al.): remove "
         "encoder/decoder depths one at a time, each time the one whose removal hurts a validation metric least.",
     )
@@ -255,13 +255,7 @@ def run(args: argparse.Namespace) -> dict:
     return log
 
 
+@command("prune")
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
-                        stream=sys.stderr, force=True)
-    try:
-        run(args)
-    except PruningError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    run(build_parser().parse_args(argv))
     return 0

@@ -31,6 +31,8 @@ from typing import Dict, List, Optional
 import torch
 from tqdm import tqdm
 
+from pet_fairseq.core.arguments import add_device_args, add_language_args
+from pet_fairseq.core.cli import command
 from pet_fairseq.evaluation import ct2_worker
 from pet_fairseq.core.files import file_digest
 from pet_fairseq.seqkd.corpus import (
@@ -43,14 +45,12 @@ logger = logging.getLogger("pet_fairseq.seqkd")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pet_fairseq.seqkd", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="pet-seqkd", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data_bin", type=Path, help="binarized data (fairseq-preprocess output) holding --split")
     p.add_argument("--teacher", type=Path, required=True, help="the teacher's fairseq checkpoint (.pt)")
     p.add_argument("--out", type=Path, required=True, help="the distilled data-bin to write (same dictionaries)")
     p.add_argument("--split", default="train", help="the split whose targets are replaced; others are copied")
-    p.add_argument("--source-lang", default=None, help="default: the data-bin's only language pair")
-    p.add_argument("--target-lang", default=None)
     p.add_argument("--engine", choices=("fairseq", "ctranslate2"), default="fairseq",
                    help="fairseq's SequenceGenerator, or the teacher converted to CTranslate2 (faster)")
     p.add_argument("--compute-type", default="float32",
@@ -73,12 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "a length limit too short; 1 accepts any corpus")
     p.add_argument("--work-dir", type=Path, default=None, help="where shards are kept (default: OUT.shards)")
     p.add_argument("--keep-shards", action="store_true", help="keep the work folder after merging")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    p.add_argument("--parallel-batches", type=int, default=1,
-                   help="--engine ctranslate2: decode each batch as this many parts side by side, each on threads / N "
-                        "threads; same hypotheses, faster on small CPUs (default: 1)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
+    add_language_args(p)
+    add_device_args(p)
     return p
 
 
@@ -247,11 +244,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("seqkd")
 def main(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO, stream=sys.stderr)
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except SeqKDError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run(build_parser().parse_args(argv))

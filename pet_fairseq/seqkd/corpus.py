@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Sequence
 import torch
 from fairseq.data import Dictionary, data_utils, indexed_dataset
 
+from pet_fairseq.core.errors import PetError
 from pet_fairseq.core import files
 from pet_fairseq.core.files import write_json_atomic
 from pet_fairseq.preprocessing.files import PrepError
@@ -44,7 +45,7 @@ SUMMARY_FILE = "seqkd.json"
 RECORD_VERSION = 1
 
 
-class SeqKDError(ValueError):
+class SeqKDError(PetError, ValueError):
     """Bad input or an inconsistent work folder; the message names the problem and the fix."""
 
 

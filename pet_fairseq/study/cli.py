@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
+from pet_fairseq.core.cli import command
 from pet_fairseq.core.plateau import average_checkpoints, interval_checkpoints
 from pet_fairseq.study.curves import plot_curves
 from pet_fairseq.study.runner import Job, plan_jobs, run_dir, run_jobs, wall_seconds
@@ -32,7 +33,7 @@ USER_DIR = Path(__file__).resolve().parents[1]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pet_fairseq.study", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="pet-study", description=__doc__.split("\n\n")[0])
     p.add_argument("--spec", type=Path, required=True, help="the study spec (JSON; see pet_fairseq/study/spec.py)")
     p.add_argument("--data-bin", type=Path, required=True, help="binarized data with train/valid/test")
     p.add_argument("--teacher", type=Path, required=True, help="the teacher checkpoint every variant distils from")
@@ -124,13 +125,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+@command("study")
 def main(argv: Optional[List[str]] = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # lets the runner stop its runs
-    logging.basicConfig(format="[study %(asctime)s] %(message)s", datefmt="%H:%M:%S", level=logging.INFO, stream=sys.stderr,
-                        force=True)  # importing fairseq set the root logger to DEBUG
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except SpecError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run(build_parser().parse_args(argv))

@@ -34,10 +34,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from pet_fairseq.core.errors import PetError
+
 CRITERIA = ("ce", "kd")
 
 
-class SpecError(ValueError):
+class SpecError(PetError, ValueError):
     """A spec that cannot be run; the message names the entry and the fix."""
 
 

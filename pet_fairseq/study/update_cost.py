@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from pet_fairseq.core.cli import command
 from pet_fairseq.study.spec import SpecError, load_spec
 
 MODES = ("ce", "online-kd", "online-kd-no-inter", "cached-kd")
@@ -68,7 +69,7 @@ def time_mode(argv: List[str], threads: int, log: Path) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pet_fairseq.study.update_cost", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="pet-update-cost", description=__doc__.split("\n\n")[0])
     p.add_argument("--spec", type=Path, required=True, help="study spec whose student and common arguments are used")
     p.add_argument("--student", default="pet", help="the spec's student to time")
     p.add_argument("--data-bin", type=Path, required=True, help="the data the cache was made on")
@@ -133,14 +134,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("update-cost")
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except SpecError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
+    except RuntimeError as err:  # a training run that failed: its log says why
         print(f"error: {err}", file=sys.stderr)
         return 1
 

@@ -26,6 +26,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import OmegaConf, open_dict
 from torch import Tensor, nn
 
+from pet_fairseq.core.errors import ConfigError, MissingFileError
 from pet_fairseq.core.teacher_cache import TeacherCache
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def resolve_teacher_dtype(choice: str, student_dtype: torch.dtype) -> torch.dtyp
     if choice == "auto":
         return student_dtype
     if choice not in TEACHER_DTYPES:
-        raise ValueError(f"--teacher-dtype {choice!r}: choose one of auto, {', '.join(TEACHER_DTYPES)}")
+        raise ConfigError(f"--teacher-dtype {choice!r}: choose one of auto, {', '.join(TEACHER_DTYPES)}")
     return TEACHER_DTYPES[choice]
 
 
@@ -199,19 +200,19 @@ class DistillationTask(TranslationTask):
     def load_teacher(self, path: str) -> nn.Module:
         """Load, check and freeze the teacher checkpoint at ``path``."""
         if not path:
-            raise ValueError(f"--task {self.cfg._name} needs --teacher-path CKPT (a trained teacher checkpoint)")
+            raise ConfigError(f"--task {self.cfg._name} needs --teacher-path CKPT (a trained teacher checkpoint)")
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"teacher checkpoint {path!r} does not exist: pass the teacher's .pt file with --teacher-path")
+            raise MissingFileError(f"teacher checkpoint {path!r} does not exist: pass the teacher's .pt file with --teacher-path")
         state = read_teacher_checkpoint(path)
         teacher_cfg = state["cfg"]
         self._check_teacher_task(path, teacher_cfg.task)
         teacher = models.build_model(teacher_cfg.model, self, from_checkpoint=True)
         if not isinstance(teacher, FairseqEncoderDecoderModel):
-            raise ValueError(f"teacher {path!r} is a {type(teacher).__name__}, not an encoder-decoder translation model")
+            raise ConfigError(f"teacher {path!r} is a {type(teacher).__name__}, not an encoder-decoder translation model")
         try:
             teacher.load_state_dict(state["model"], strict=True, model_cfg=teacher_cfg.model)
         except RuntimeError as err:
-            raise ValueError(
+            raise ConfigError(
                 f"teacher {path!r} does not fit this task's dictionaries ({len(self.src_dict)}/{len(self.tgt_dict)} "
                 f"source/target types): {str(err).splitlines()[-1].strip()}. Use the teacher's dictionaries "
                 "(fairseq-preprocess --srcdict/--tgtdict)"
@@ -232,7 +233,7 @@ class DistillationTask(TranslationTask):
         if pair is None:
             logger.warning(f"cannot check the translation direction of teacher {path}: {origin}")
         elif pair != ours:
-            raise ValueError(
+            raise ConfigError(
                 f"teacher {path!r} translates {pair[0]}->{pair[1]} ({origin}) but this task is {ours[0]}->{ours[1]}: "
                 f"it would teach the student the opposite direction. Distil with --source-lang {pair[0]} "
                 f"--target-lang {pair[1]}, or pass a teacher trained for {ours[0]}->{ours[1]}"
@@ -279,17 +280,17 @@ def read_teacher_checkpoint(path: str) -> dict:
         try:
             torch.load(path, map_location="cpu")
         except Exception:
-            raise ValueError(
+            raise ConfigError(
                 f"teacher checkpoint {path!r} is not a fairseq checkpoint (torch could not unpickle it): "
                 "pass the .pt file written by fairseq-train, e.g. checkpoints/teacher/checkpoint_best.pt"
             ) from err
-        raise ValueError(
+        raise ConfigError(
             f"teacher checkpoint {path!r} is a torch file but fairseq cannot read it as a checkpoint "
             f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else 'no detail'}): "
             "pass the .pt file written by fairseq-train"
         ) from err
     if not isinstance(state, dict) or state.get("cfg") is None or "model" not in state:
-        raise ValueError(
+        raise ConfigError(
             f"teacher checkpoint {path!r} is a torch file but not a fairseq checkpoint (no 'model' and 'cfg' "
             "entries): pass the .pt file written by fairseq-train"
         )
@@ -341,7 +342,7 @@ def check_same_dictionary(side: str, teacher: Dictionary, student: Dictionary, t
         return
     first = next((i for i, (a, b) in enumerate(zip(teacher.symbols, student.symbols)) if a != b), min(len(teacher), len(student)))
     show = lambda d: repr(d.symbols[first]) if first < len(d) else "<end>"  # noqa: E731
-    raise ValueError(
+    raise ConfigError(
         f"the teacher's {side} dictionary ({teacher_path or 'teacher'}, {len(teacher)} types) differs from the "
         f"student's ({len(student)} types) at index {first}: {show(teacher)} vs {show(student)}. Binarize the "
         f"student's data with the teacher's dictionaries (fairseq-preprocess --srcdict/--tgtdict), or train "

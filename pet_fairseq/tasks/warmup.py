@@ -17,6 +17,7 @@ import torch
 from fairseq.tasks import register_task
 from torch import Tensor
 
+from pet_fairseq.core.errors import ConfigError
 from pet_fairseq.tasks.distillation import DistillationConfig, DistillationTask
 
 NUM_SIMPLIFIED_CLASSES = 4
@@ -51,7 +52,7 @@ class WarmupTask(DistillationTask):
 
     def __init__(self, cfg: WarmupConfig, src_dict, tgt_dict) -> None:
         if not 0.0 < cfg.confidence_threshold < 1.0:
-            raise ValueError(f"--confidence-threshold must be in (0, 1), got {cfg.confidence_threshold}")
+            raise ConfigError(f"--confidence-threshold must be in (0, 1), got {cfg.confidence_threshold}")
         super().__init__(cfg, src_dict, tgt_dict)
 
     def simplified_targets(self, model, sample: dict) -> Tensor:

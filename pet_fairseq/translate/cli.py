@@ -31,15 +31,15 @@ from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, List, Optional, TextIO
 
-from pet_fairseq.evaluation.errors import EvaluationError
-from pet_fairseq.preprocessing.files import PrepError
+from pet_fairseq.core.arguments import add_decoding_args, add_device_args, add_language_args, check_positive, resolve_threads
+from pet_fairseq.core.cli import command
 from pet_fairseq.preprocessing.recipe import RECIPE_FILE, DataRecipe, read_recipe
 from pet_fairseq.translate.lines import LineTranslator, TranslateError
 from pet_fairseq.translate.text import SourceText, TargetText
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pet_fairseq.translate", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="pet-translate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("model", type=Path, help="fairseq checkpoint (.pt) or CTranslate2 model directory")
@@ -52,31 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-bin with the dictionaries and preprocessing.json (default: the model's training "
                         "data-bin; for a CTranslate2 model the one recorded at export)")
     p.add_argument("--recipe", type=Path, help="preprocessing recipe file (default: DATA_BIN/preprocessing.json)")
-    p.add_argument("--source-lang", help="default: from the model, else the data-bin's language pair (a direction "
-                   "other than the one the model records is refused)")
-    p.add_argument("--target-lang", help="default: from the model, else the data-bin's language pair")
-    p.add_argument("--beam", type=int, default=5, help="beam size (default: 5)")
-    p.add_argument("--batch-size", type=int, default=32, help="sentences per decoding batch (default: 32)")
     p.add_argument("--buffer-size", type=int, default=None,
                    help="lines read before decoding them (default: 1 when stdin is a terminal, else 1000)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's / 1 for CTranslate2)")
-    p.add_argument("--parallel-batches", type=int, default=1,
-                   help="CTranslate2 models: decode each batch as this many parts side by side, each on threads / N "
-                        "threads; faster for small models on several cores (default: 1)")
-    p.add_argument("--max-len-a", type=float, default=0, help="output length limit a * source length + b (default: 0)")
-    p.add_argument("--max-len-b", type=int, default=200, help="see --max-len-a (default: 200)")
     p.add_argument("--no-shortlist", action="store_true",
                    help="decode over the whole target vocabulary even if the model stores a shortlist")
+    add_language_args(p)
+    add_decoding_args(p)
+    add_device_args(p)
     return p
 
 
 def check_options(args: argparse.Namespace) -> None:
     """Reject impossible numbers and an unusable device before anything is loaded."""
-    for name in ("beam", "batch_size", "buffer_size", "threads", "parallel_batches"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise TranslateError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    check_positive(args, ("beam", "batch_size", "buffer_size", "parallel_batches"))
+    check_positive(args, ("threads",), minimum=0)
     if args.device.startswith("cuda"):
         import torch
 
@@ -107,7 +96,7 @@ def load(args: argparse.Namespace):
         from pet_fairseq.translate.ctranslate2_model import load_ctranslate2_model
 
         backend, data_bin, langs = load_ctranslate2_model(
-            args.model, args.data_bin, args.source_lang, args.target_lang, args.device, args.threads or 1,
+            args.model, args.data_bin, args.source_lang, args.target_lang, args.device, resolve_threads(args.threads),
             args.beam, args.max_len_a, args.max_len_b, args.batch_size, args.parallel_batches,
             use_shortlist=not args.no_shortlist)
     else:
@@ -119,8 +108,7 @@ def load(args: argparse.Namespace):
 
         from pet_fairseq.translate.fairseq_model import load_fairseq_model
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        torch.set_num_threads(resolve_threads(args.threads))
         backend, data_bin, langs = load_fairseq_model(
             args.model, args.data_bin, args.source_lang, args.target_lang, args.device, args.beam, args.max_len_a,
             args.max_len_b, args.batch_size)
@@ -220,29 +208,25 @@ def _exit_on_sigterm() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
+@command("translate", level=logging.WARNING)
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="[translate] %(message)s", stream=sys.stderr, force=True)
     # fairseq's batch iterator asks for pinned memory; on a CPU-only machine torch warns once per batch iterator
     warnings.filterwarnings("ignore", message="'pin_memory' argument is set as true but no accelerator is found")
 
     def warn(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    try:
-        check_options(args)
-        backend, recipe, langs = load(args)
-        translator = LineTranslator(backend, SourceText(recipe, langs[0]), TargetText(recipe, langs[1]), warn)
-        stdin = args.input == "-"
-        buffer_size = args.buffer_size or (1 if stdin and sys.stdin.isatty() else 1000)
-        warn(f"[translate] {args.model}: {langs[0]}->{langs[1]}, beam {args.beam}, batch {args.batch_size}, "
-             f"{args.device}; input: {'stdin' if stdin else args.input}")
-        with contextlib.ExitStack() as stack:
-            source = sys.stdin.buffer if stdin else stack.enter_context(open(args.input, "rb"))
-            out = stack.enter_context(replaced_when_complete(args.output)) if args.output else sys.stdout
-            count = translate_stream(translator, read_lines(source, warn), out, buffer_size)
-        warn(f"[translate] {count:,} lines translated{f' to {args.output}' if args.output else ''}")
-    except (TranslateError, EvaluationError, PrepError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    check_options(args)
+    backend, recipe, langs = load(args)
+    translator = LineTranslator(backend, SourceText(recipe, langs[0]), TargetText(recipe, langs[1]), warn)
+    stdin = args.input == "-"
+    buffer_size = args.buffer_size or (1 if stdin and sys.stdin.isatty() else 1000)
+    warn(f"[translate] {args.model}: {langs[0]}->{langs[1]}, beam {args.beam}, batch {args.batch_size}, "
+         f"{args.device}; input: {'stdin' if stdin else args.input}")
+    with contextlib.ExitStack() as stack:
+        source = sys.stdin.buffer if stdin else stack.enter_context(open(args.input, "rb"))
+        out = stack.enter_context(replaced_when_complete(args.output)) if args.output else sys.stdout
+        count = translate_stream(translator, read_lines(source, warn), out, buffer_size)
+    warn(f"[translate] {count:,} lines translated{f' to {args.output}' if args.output else ''}")
     return 0

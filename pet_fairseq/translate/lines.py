@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Protocol, Sequence
 
+from pet_fairseq.core.errors import PetError
 from pet_fairseq.translate.text import SourceText, TargetText
 
 
-class TranslateError(Exception):
+class TranslateError(PetError):
     """A problem with the user's input or options, explained in the message (printed without a traceback)."""
 
 

@@ -203,3 +203,16 @@ def test_cached_kd_resume_equals_straight_run(multi30k_bin, teacher, tmp_path):
     wa = torch.load(tmp_path / "straight" / "checkpoint_last.pt", map_location="cpu")["model"]
     wb = torch.load(tmp_path / "resumed" / "checkpoint_last.pt", map_location="cpu")["model"]
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
+
+
+@pytest.mark.parametrize("bad,message", [
+    (["--teacher-path", "/nonexistent/teacher.pt"], "error: teacher checkpoint '/nonexistent/teacher.pt' does not exist"),
+    (["--kd-alpha", "2"], "error: need 0 <= --kd-alpha <= 1"),
+])
+def test_fairseq_train_reports_a_plugin_option_error_in_one_line(multi30k_bin, teacher, tmp_path, bad, message):
+    argv = [fairseq("train"), str(multi30k_bin), "--user-dir", USER_DIR, "--task", "pet_distillation", "--teacher-path",
+            str(teacher), "--arch", "pet_transformer", "--criterion", "pet_kd", *TINY_STUDENT, *OPTIM,
+            "--max-update", "1", "--save-dir", str(tmp_path / "s"), *bad]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr[-2000:]

@@ -83,5 +83,6 @@ def test_length_benchmark_reports_a_missing_subset(teacher, multi30k_bin):
     proc = subprocess.run([sys.executable, "-m", "pet_fairseq.evaluation.length_benchmark", "--data-bin",
                            str(multi30k_bin), "--subset", "nosuch", str(teacher)], capture_output=True, text=True,
                           cwd=REPO, timeout=300)
-    assert proc.returncode == 1
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "subset 'nosuch' (de-en) not found" in proc.stderr
