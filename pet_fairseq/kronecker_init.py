@@ -89,7 +89,8 @@ _ARCH_SWITCHES = ("no_decoder_query_sharing", "share_all_embeddings", "share_dec
 
 def training_flags(args: argparse.Namespace) -> str:
     """The fairseq-train architecture flags that rebuild exactly this student."""
-    flags = ["--arch pet_transformer"] + [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in _ARCH_FLAGS if getattr(args, k, "")]
+    flags = ["--arch pet_transformer"] + [f"--{k.replace('_', '-')} {getattr(args, k)}"
+                                          for k in _ARCH_FLAGS if getattr(args, k, "")]
     return " ".join(flags + [f"--{k.replace('_', '-')}" for k in _ARCH_SWITCHES if getattr(args, k, False)])
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or complete) the project's virtual environment: fairseq, torch, sacrebleu, sentencepiece,
-# subword-nmt, sacremoses, pytest, and pet_fairseq itself in editable mode.
+# subword-nmt, sacremoses, pytest, ruff, and pet_fairseq itself in editable mode.
 #
 #   bash scripts/install.sh            # -> .venv/ (or $PET_VENV)
 #
@@ -24,7 +24,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
-if "$PY" -c "import fairseq, pet_fairseq, sacrebleu, sentencepiece, subword_nmt, sacremoses, pytest, matplotlib, psutil, ctranslate2" 2>/dev/null; then
+if "$PY" -c "import fairseq, pet_fairseq, sacrebleu, sentencepiece, subword_nmt, sacremoses, pytest, matplotlib, psutil, ctranslate2" 2>/dev/null \
+    && [ -x "$VENV/bin/ruff" ]; then
   for command in $(grep -o '^pet-[a-z0-9-]*' "$ROOT/pyproject.toml"); do
     if [ ! -x "$VENV/bin/$command" ]; then  # a command added since this environment was made
       echo "[install] registering the pet-* commands (pyproject.toml [project.scripts])" >&2

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import pet_fairseq  # noqa: F401  (registers the plugin)
 from fairseq.data import Dictionary
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+import pet_fairseq  # noqa: F401  (registers the plugin)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PET_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -13,14 +13,19 @@ from torch import nn
 from pet_fairseq.evaluation import (
     EvaluationError,
     SpeedResult,
+    bleu,
+    checks,
+    compare,
     count_unique_elements,
     measure_speed,
+    memory,
+    ratios,
     read_checkpoint,
+    report,
     speed_ratio,
     strip_for_inference,
     unique_parameter_count,
 )
-from pet_fairseq.evaluation import bleu, checks, compare, memory, ratios, report
 from pet_fairseq.evaluation.postprocess import build_bpe_decoder, build_detokenizer
 
 D, H, V = 32, 48, 50  # model dim, hidden dim, vocabulary

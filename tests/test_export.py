@@ -215,7 +215,11 @@ def test_parallel_batches_split_each_batch_evenly_and_must_divide_the_threads():
 
 def test_ctranslate2_model_stores_unchanged_layer_copies_once(tmp_path, data_dir, capsys):
     pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
-    from pet_fairseq.evaluation.ct2_model import check_vocabularies, export_info, is_model_dir
+    from pet_fairseq.evaluation.ct2_model import (
+        check_vocabularies,
+        export_info,
+        is_model_dir,
+    )
     from pet_fairseq.evaluation.ct2_worker import count_parameters, directory_bytes
     from pet_fairseq.export.ctranslate2 import convert
 
@@ -263,7 +267,11 @@ def test_ctranslate2_limits_are_export_errors(tmp_path, data_dir):
                                   "pet_deep_shallow2_iwslt_de_en", "pet_deep12_shallow_iwslt_de_en"])
 def test_ctranslate2_float32_gives_the_students_hypotheses(tmp_path, data_dir, arch):
     pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
-    from pet_fairseq.evaluation.translators import CTranslate2Translator, FairseqTranslator, OutputLength
+    from pet_fairseq.evaluation.translators import (
+        CTranslate2Translator,
+        FairseqTranslator,
+        OutputLength,
+    )
     from pet_fairseq.export.ctranslate2 import convert
 
     path, model, _ = make_checkpoint(tmp_path / "student.pt", data_dir, arch, *DIMS, seed=3)

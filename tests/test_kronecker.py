@@ -4,8 +4,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pet_fairseq.modules.kronecker import KroneckerEmbedding, KroneckerLinear, TiedKroneckerOutputProjection, rearrange_for_kronecker
-from tests.conftest import build, make_checkpoint, toy_dictionary, toy_task, write_data_dir
+from pet_fairseq.modules.kronecker import (
+    KroneckerEmbedding,
+    KroneckerLinear,
+    TiedKroneckerOutputProjection,
+    rearrange_for_kronecker,
+)
+from tests.conftest import (
+    build,
+    make_checkpoint,
+    toy_dictionary,
+    toy_task,
+    write_data_dir,
+)
 from tests.test_pet_transformer import TINY, beam_vs_full_forward, peaky
 
 

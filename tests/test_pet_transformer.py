@@ -9,9 +9,9 @@ import torch
 from fairseq.models.transformer import TransformerEncoderBase
 from fairseq.sequence_generator import SequenceGenerator
 
-from tests.conftest import build, toy_dictionary, toy_task, unique_parameter_count
 from pet_fairseq.models.pet_transformer import SOURCE_ROWS
 from pet_fairseq.modules.reused_layer import ReusedLayer
+from tests.conftest import build, toy_dictionary, toy_task, unique_parameter_count
 
 TINY = dict(  # small but with PET's shape: different encoder/decoder widths, 2 unique layers as 4
     encoder_embed_dim=48, encoder_ffn_embed_dim=96, encoder_attention_heads=4,

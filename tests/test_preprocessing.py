@@ -18,8 +18,17 @@ from pet_fairseq.preprocessing.cli import main
 from pet_fairseq.preprocessing.files import PrepError, check_parallel, read_lines
 from pet_fairseq.preprocessing.pipeline import IWSLT14_TEST_SETS, read_segments
 from pet_fairseq.preprocessing.text import (
-    CleanStats, LineProcessor, PerlMosesTokenizer, TokenizeConfig, clean_pairs, clean_reason, extract_segment,
-    is_every_nth, perl_lowercase, split_every_nth, strip_train_tags,
+    CleanStats,
+    LineProcessor,
+    PerlMosesTokenizer,
+    TokenizeConfig,
+    clean_pairs,
+    clean_reason,
+    extract_segment,
+    is_every_nth,
+    perl_lowercase,
+    split_every_nth,
+    strip_train_tags,
 )
 
 SHARED = Path(os.environ.get("PET_SHARED_DATA") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data")

@@ -188,11 +188,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         tmp = args.json.with_name(args.json.name + ".tmp")
         tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         tmp.replace(args.json)
+    how_it_stopped = (f"early stop: no better valid {args.metric} within its patience" if report["early_stop"]
+                      else "no early stop: its budget ended it, or it was stopped")
     seconds = report["wall_seconds"]
     verdict = {True: "plateaued", False: "still improving", None: "too short to tell"}[report["plateaued"]]
     print(f"stopped at update {report['stopped_at_update']}"
           f"{f' after {seconds:.0f} s' if seconds is not None else ''}"
-          f" ({'early stop: no better valid ' + args.metric + ' within its patience' if report['early_stop'] else 'no early stop: its budget ended it, or it was stopped'}); "
+          f" ({how_it_stopped}); "
           f"best valid {args.metric} {report['best_value']:.2f} at update {report['best_update']}; {verdict} "
           f"(gain {report['gain']} over the last 20 % of updates)")
     return 0

@@ -48,7 +48,12 @@ from torch import Tensor, nn
 
 from pet_fairseq.core.errors import ConfigError
 from pet_fairseq.criterions.pet_warmup import warmup_loss
-from pet_fairseq.tasks.distillation import DistillationTask, ModelOutputs, forward_with_states, stack_shape
+from pet_fairseq.tasks.distillation import (
+    DistillationTask,
+    ModelOutputs,
+    forward_with_states,
+    stack_shape,
+)
 from pet_fairseq.tasks.warmup import simplified_labels, simplified_targets
 
 logger = logging.getLogger(__name__)
@@ -224,8 +229,10 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
             if any(m.strip() not in ("", AUTO_LAYER_MAP) for m in (encoder_layer_map, decoder_layer_map)):
                 logger.warning("--inter-beta 0: the layer maps given are not used (no intermediate loss)")
             encoder_layer_map = decoder_layer_map = ""
-        self.encoder_map = parse_layer_map(encoder_layer_map, teacher.encoder_layers, student.encoder_layers, "--encoder-layer-map")
-        self.decoder_map = parse_layer_map(decoder_layer_map, teacher.decoder_layers, student.decoder_layers, "--decoder-layer-map")
+        self.encoder_map = parse_layer_map(encoder_layer_map, teacher.encoder_layers, student.encoder_layers,
+                                           "--encoder-layer-map")
+        self.decoder_map = parse_layer_map(decoder_layer_map, teacher.decoder_layers, student.decoder_layers,
+                                           "--decoder-layer-map")
         # training-only projections d_student -> d_teacher, one per mapped pair
         self.encoder_projections = nn.ModuleList(
             nn.Linear(student.encoder_dim, teacher.encoder_dim, bias=False) for _ in self.encoder_map)

@@ -19,12 +19,21 @@ from pathlib import Path
 
 import torch
 
-from pet_fairseq.core.arguments import (add_decoding_args, add_device_args, add_language_args, resolve_batch_size,
-                                         resolve_threads)
+from pet_fairseq.core.arguments import (
+    add_decoding_args,
+    add_device_args,
+    add_language_args,
+    resolve_batch_size,
+    resolve_threads,
+)
 from pet_fairseq.core.cli import command
 from pet_fairseq.evaluation import report
 from pet_fairseq.evaluation.checkpoint import read_checkpoint, save_inference_state
-from pet_fairseq.evaluation.checks import check_dictionaries, check_subset, resolve_languages
+from pet_fairseq.evaluation.checks import (
+    check_dictionaries,
+    check_subset,
+    resolve_languages,
+)
 from pet_fairseq.evaluation.ct2_worker import check_parallel_batches
 from pet_fairseq.evaluation.environment import describe_environment
 from pet_fairseq.evaluation.errors import EvaluationError
@@ -89,7 +98,8 @@ def evaluate_model(args: argparse.Namespace, label: str, path: str, workdir: Pat
     A CTranslate2 model directory (holding ``model.bin``, see ``python -m pet_fairseq.export``) is
     decoded by :func:`pet_fairseq.evaluation.ct2_model.evaluate_model` with the same settings.
     """
-    from pet_fairseq.evaluation.ct2_model import evaluate_model as evaluate_ctranslate2, is_model_dir
+    from pet_fairseq.evaluation.ct2_model import evaluate_model as evaluate_ctranslate2
+    from pet_fairseq.evaluation.ct2_model import is_model_dir
 
     if is_model_dir(path):
         return evaluate_ctranslate2(args, label, path, workdir)

@@ -34,12 +34,20 @@ from tqdm import tqdm
 
 from pet_fairseq.core.cli import command
 from pet_fairseq.evaluation.checkpoint import read_checkpoint
-from pet_fairseq.evaluation.checks import check_dictionaries, check_subset, resolve_languages
+from pet_fairseq.evaluation.checks import (
+    check_dictionaries,
+    check_subset,
+    resolve_languages,
+)
 from pet_fairseq.evaluation.compare import parse_labels
 from pet_fairseq.evaluation.errors import EvaluationError
 from pet_fairseq.evaluation.report import write_benchmark_json
 from pet_fairseq.evaluation.speed import measure_side_by_side
-from pet_fairseq.evaluation.translators import FairseqTranslator, OutputLength, decode_pass
+from pet_fairseq.evaluation.translators import (
+    FairseqTranslator,
+    OutputLength,
+    decode_pass,
+)
 
 logger = logging.getLogger("pet_fairseq.evaluation.length_benchmark")
 
@@ -111,7 +119,8 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 # inputs
 
 
-def make_inputs(sentences: list[torch.Tensor], length: int, count: int, eos: int, start: int = 0) -> tuple[list[torch.Tensor], int]:
+def make_inputs(sentences: list[torch.Tensor], length: int, count: int, eos: int,
+                start: int = 0) -> tuple[list[torch.Tensor], int]:
     """``count`` inputs of exactly ``length`` tokens (the last one EOS) from consecutive ``sentences``.
 
     Sentences (without EOS) are taken in order from index ``start``, wrapping around at the end,

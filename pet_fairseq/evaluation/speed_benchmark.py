@@ -15,7 +15,8 @@ which :func:`~pet_fairseq.evaluation.translators.decode_pass` checks.
 Each model is also converted by the project's export in a subprocess (``python -m
 pet_fairseq.export ctranslate2``, ``--quantization int8`` by default), then decoded with CTranslate2
 in a torch-free worker process per model (:class:`~pet_fairseq.evaluation.translators.CTranslate2Translator`;
-in one process, CTranslate2's and torch's OpenMP threads slow each other): over the whole vocabulary (engine ``ctranslate2``) and with a lexical vocabulary
+in one process, CTranslate2's and torch's OpenMP threads slow each other): over the whole vocabulary (engine
+``ctranslate2``) and with a lexical vocabulary
 shortlist (engine ``ctranslate2-shortlist``; ``python -m pet_fairseq.export shortlist`` counted on
 ``--shortlist-bitext``, by default the IWSLT'14 valid set, disjoint from the timed test sentences).
 ``--ct2-parallel-batches 1,2`` times each CTranslate2 engine both ways: every batch decoded by one

@@ -153,7 +153,8 @@ class CTranslate2Translator:
         self.target_unk = target_dictionary.unk()
         worker = Path(__file__).resolve().parent / "ct2_worker.py"
         self._process = subprocess.Popen([sys.executable, "-P", str(worker), "--serve", self.model_dir, "--threads",
-                                          str(threads), "--parallel-batches", str(parallel_batches)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                          str(threads), "--parallel-batches", str(parallel_batches)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if not self._process.stdout.readline():
             raise EvaluationError(f"{label}: the CTranslate2 worker could not load {self.model_dir} "
                                   f"(exit code {self._process.wait()}; its error is above)")

@@ -22,7 +22,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from pet_fairseq.core.arguments import add_decoding_args, add_device_args, add_language_args, resolve_threads
+from pet_fairseq.core.arguments import (
+    add_decoding_args,
+    add_device_args,
+    add_language_args,
+    resolve_threads,
+)
 from pet_fairseq.core.cli import command
 from pet_fairseq.export.shortlist import DEFAULT_FREQUENT, DEFAULT_PER_TOKEN
 from pet_fairseq.export.unroll import ExportError, export_errors
@@ -99,12 +104,18 @@ def _quantizations():
 
 def translate_command(args: argparse.Namespace) -> int:
     """The ``translate`` subcommand: hypotheses to --output/stdout, BLEU to stderr for a subset."""
+    from pet_fairseq.core.direction import check_direction
     from pet_fairseq.evaluation import bleu, ct2_worker
     from pet_fairseq.evaluation.checks import resolve_languages
-    from pet_fairseq.evaluation.ct2_model import (check_vocabularies, export_info, has_shortlist, is_model_dir,
-                                                  read_subset, require_ctranslate2)
+    from pet_fairseq.evaluation.ct2_model import (
+        check_vocabularies,
+        export_info,
+        has_shortlist,
+        is_model_dir,
+        read_subset,
+        require_ctranslate2,
+    )
     from pet_fairseq.evaluation.postprocess import build_bpe_decoder, build_detokenizer
-    from pet_fairseq.core.direction import check_direction
 
     with export_errors():
         require_ctranslate2()

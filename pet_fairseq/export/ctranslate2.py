@@ -17,13 +17,20 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from pet_fairseq.core.direction import check_direction
 from pet_fairseq.evaluation.checks import resolve_languages
 from pet_fairseq.evaluation.ct2_model import EXPORT_INFO, require_ctranslate2
 from pet_fairseq.evaluation.ct2_worker import directory_bytes
 from pet_fairseq.export.shortlist import check_shortlist
-from pet_fairseq.export.unroll import (PLAIN_FAIRSEQ_NOTE, ExportError, export_errors, model_dictionary_dir,
-                                       read_student, unroll_state, verify)
-from pet_fairseq.core.direction import check_direction
+from pet_fairseq.export.unroll import (
+    PLAIN_FAIRSEQ_NOTE,
+    ExportError,
+    export_errors,
+    model_dictionary_dir,
+    read_student,
+    unroll_state,
+    verify,
+)
 
 logger = logging.getLogger("pet_fairseq.export")
 

@@ -30,7 +30,13 @@ from pet_fairseq.core.arguments import add_device_args, add_language_args
 from pet_fairseq.core.cli import command
 from pet_fairseq.core.files import infer_pair, shard_range
 from pet_fairseq.core.teacher_cache import (
-    TeacherCacheError, coverage_ks, finished_shards, fingerprint, merge, split_files, write_shard,
+    TeacherCacheError,
+    coverage_ks,
+    fingerprint,
+    finished_shards,
+    merge,
+    split_files,
+    write_shard,
 )
 
 logger = logging.getLogger("pet_fairseq.kdcache")

@@ -11,6 +11,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Dict, List
 
+import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import register_model, register_model_architecture
@@ -21,7 +22,6 @@ from fairseq.models.transformer import (
     base_architecture,
 )
 from fairseq.modules import LayerDropModuleList
-import torch
 from torch import Tensor, nn
 
 from pet_fairseq.core.errors import ConfigError

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from pet_fairseq.core.errors import ConfigError
 
 
-def kronecker_factor_shapes(out_features: int, in_features: int, a_shape: Tuple[int, int]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+def kronecker_factor_shapes(out_features: int, in_features: int,
+                            a_shape: Tuple[int, int]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
     """Shapes of A and B for a (out × in) weight with A of shape ``a_shape``; a clear error if they do not divide."""
     o1, i1 = a_shape
     if o1 <= 0 or i1 <= 0 or out_features % o1 or in_features % i1:

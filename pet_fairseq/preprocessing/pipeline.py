@@ -19,13 +19,26 @@ from typing import Callable, Iterable, Iterator
 
 from pet_fairseq.preprocessing import bpe as bpe_mod
 from pet_fairseq.preprocessing.files import (
-    PrepError, check_parallel, download, extract_tgz, find_file, prepare_output_dir, read_lines,
-    require_file, write_lines,
+    PrepError,
+    check_parallel,
+    download,
+    extract_tgz,
+    find_file,
+    prepare_output_dir,
+    read_lines,
+    require_file,
+    write_lines,
 )
 from pet_fairseq.preprocessing.parallel import map_lines
 from pet_fairseq.preprocessing.text import (
-    CleanStats, LineProcessor, TokenizeConfig, clean_pairs, extract_segment, fix_apostrophe,
-    is_every_nth, strip_train_tags,
+    CleanStats,
+    LineProcessor,
+    TokenizeConfig,
+    clean_pairs,
+    extract_segment,
+    fix_apostrophe,
+    is_every_nth,
+    strip_train_tags,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -466,8 +479,8 @@ def prepare_iwslt14(run: Run, sources: Sources) -> None:
     stats = CleanStats()
     src_in, tgt_in = (run.path(run.tmp, "train.tags", lang) for lang in run.langs)
     kept = list(enumerate(clean_pairs(file_pairs(src_in, tgt_in), 1, run.max_len, run.ratio, stats)))
-    write_pairs((p for i, p in kept if not is_every_nth(i, 23)), *(run.path(run.tok, "train", l) for l in run.langs))
-    write_pairs((p for i, p in kept if is_every_nth(i, 23)), *(run.path(run.tok, "valid", l) for l in run.langs))
+    write_pairs((p for i, p in kept if not is_every_nth(i, 23)), *(run.path(run.tok, "train", lang) for lang in run.langs))
+    write_pairs((p for i, p in kept if is_every_nth(i, 23)), *(run.path(run.tok, "valid", lang) for lang in run.langs))
     run.stats["splits"]["train"] = {**n_tags, "clean": stats.as_dict(),
                                     "note": "valid = every 23rd cleaned train.tags pair"}
     run.tokenize_pairs(sources.test, read_segments, "test", run.tok)

@@ -33,13 +33,26 @@ from tqdm import tqdm
 
 from pet_fairseq.core.arguments import add_device_args, add_language_args
 from pet_fairseq.core.cli import command
-from pet_fairseq.evaluation import ct2_worker
 from pet_fairseq.core.files import file_digest
+from pet_fairseq.evaluation import ct2_worker
 from pet_fairseq.seqkd.corpus import (
-    DEGENERATE_POLICIES, MAX_REPLACED, SeqKDError, Split, finished_shards, infer_pair, load_split,
-    merge, shard_range, source_recipe, write_shard,
+    DEGENERATE_POLICIES,
+    MAX_REPLACED,
+    SeqKDError,
+    Split,
+    finished_shards,
+    infer_pair,
+    load_split,
+    merge,
+    shard_range,
+    source_recipe,
+    write_shard,
 )
-from pet_fairseq.seqkd.engines import DecodeOptions, TeacherDecoder, load_teacher_decoder
+from pet_fairseq.seqkd.engines import (
+    DecodeOptions,
+    TeacherDecoder,
+    load_teacher_decoder,
+)
 
 logger = logging.getLogger("pet_fairseq.seqkd")
 
@@ -217,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
     if done & set(wanted):
         logger.info("%d of %d shards already finished in %s; decoding %d", len(done & set(wanted)), len(wanted), work, len(todo))
     if todo:
-        decoder = load_teacher_decoder(args.engine, args.teacher, split, DecodeOptions(args.beam, args.lenpen, args.max_len_a, args.max_len_b),
+        options = DecodeOptions(args.beam, args.lenpen, args.max_len_a, args.max_len_b)
+        decoder = load_teacher_decoder(args.engine, args.teacher, split, options,
                                        work / f"ct2-{args.compute_type}-{prints['teacher_sha256'][:12]}",
                                        args.compute_type, args.device, args.threads, args.parallel_batches)
         total = sum(len(shard_range(len(split), args.num_shards, s)) for s in todo)

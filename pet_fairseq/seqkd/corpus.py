@@ -30,8 +30,8 @@ from typing import Any, Dict, List, Sequence
 import torch
 from fairseq.data import Dictionary, data_utils, indexed_dataset
 
-from pet_fairseq.core.errors import PetError
 from pet_fairseq.core import files
+from pet_fairseq.core.errors import PetError
 from pet_fairseq.core.files import write_json_atomic
 from pet_fairseq.preprocessing.files import PrepError
 from pet_fairseq.preprocessing.recipe import RECIPE_FILE, read_recipe

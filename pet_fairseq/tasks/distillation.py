@@ -259,7 +259,8 @@ class DistillationTask(TranslationTask):
         dtype = resolve_teacher_dtype(self.cfg.teacher_dtype, param.dtype)
         if next(self.teacher.parameters()).device != param.device or next(self.teacher.parameters()).dtype != dtype:
             self.teacher.to(device=param.device, dtype=dtype)
-            logger.info(f"teacher on {param.device} in {dtype} (student: {param.dtype}, --teacher-dtype {self.cfg.teacher_dtype})")
+            logger.info(f"teacher on {param.device} in {dtype} (student: {param.dtype}, "
+                        f"--teacher-dtype {self.cfg.teacher_dtype})")
         try:
             with torch.no_grad():
                 return forward_with_states(self.teacher, sample["net_input"])

@@ -31,7 +31,13 @@ from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, List, Optional, TextIO
 
-from pet_fairseq.core.arguments import add_decoding_args, add_device_args, add_language_args, check_positive, resolve_threads
+from pet_fairseq.core.arguments import (
+    add_decoding_args,
+    add_device_args,
+    add_language_args,
+    check_positive,
+    resolve_threads,
+)
 from pet_fairseq.core.cli import command
 from pet_fairseq.preprocessing.recipe import RECIPE_FILE, DataRecipe, read_recipe
 from pet_fairseq.translate.lines import LineTranslator, TranslateError

@@ -16,10 +16,11 @@ import os
 import sys
 
 import torch
-from fairseq_cli import train  # first: it configures logging as fairseq-train does, before fairseq logs anything
-
 from fairseq import checkpoint_utils  # noqa: E402
 from fairseq.trainer import Trainer  # noqa: E402
+from fairseq_cli import (
+    train,  # first: it configures logging as fairseq-train does, before fairseq logs anything
+)
 
 PROBE_DIR = os.environ.get("PET_PROBE_DIR")
 
