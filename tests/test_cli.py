@@ -11,12 +11,7 @@ import tomllib
 import pytest
 
 from pet_fairseq.core.cli import command, setup_logging
-from pet_fairseq.core.errors import (
-    EXIT_USER_ERROR,
-    ConfigError,
-    MissingFileError,
-    PetError,
-)
+from pet_fairseq.core.errors import EXIT_USER_ERROR, ConfigError, MissingFileError, PetError
 from tests.conftest import REPO, VENV_BIN
 
 TOOL_ERRORS = [

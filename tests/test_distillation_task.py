@@ -8,13 +8,7 @@ from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 from tests.conftest import REPO, make_checkpoint, toy_dictionary, write_data_dir
-from tests.distill_helpers import (
-    LAYER_MAPS,
-    TEACHER_ARGS,
-    distillation,
-    teacher_checkpoint,
-    toy_sample,
-)
+from tests.distill_helpers import LAYER_MAPS, TEACHER_ARGS, distillation, teacher_checkpoint, toy_sample
 
 
 @pytest.fixture()

@@ -14,11 +14,7 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from torch import nn
 
 from pet_fairseq.compat import allow_bf16_without_tpu
-from pet_fairseq.distributed import (
-    CriterionGradientSync,
-    distributed_wrapper,
-    prepare_distributed_launch,
-)
+from pet_fairseq.distributed import CriterionGradientSync, distributed_wrapper, prepare_distributed_launch
 from tests.conftest import REPO
 
 TORCHRUN_RANK_1 = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}

@@ -10,13 +10,7 @@ from pet_fairseq.modules.kronecker import (
     TiedKroneckerOutputProjection,
     rearrange_for_kronecker,
 )
-from tests.conftest import (
-    build,
-    make_checkpoint,
-    toy_dictionary,
-    toy_task,
-    write_data_dir,
-)
+from tests.conftest import build, make_checkpoint, toy_dictionary, toy_task, write_data_dir
 from tests.test_pet_transformer import TINY, beam_vs_full_forward, peaky
 
 

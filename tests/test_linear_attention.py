@@ -17,14 +17,7 @@ from pet_fairseq.modules.linear_attention import (
     feature_map,
     linear_attention,
 )
-from tests.conftest import (
-    build,
-    make_checkpoint,
-    toy_dictionary,
-    toy_task,
-    unique_parameter_count,
-    write_data_dir,
-)
+from tests.conftest import build, make_checkpoint, toy_dictionary, toy_task, unique_parameter_count, write_data_dir
 from tests.test_pet_transformer import TINY, batch, beam_vs_full_forward, peaky
 
 LINEAR = dict(encoder_self_attention="linear", decoder_self_attention="linear")

@@ -10,13 +10,7 @@ import torch.nn.functional as F
 from pet_fairseq.criterions.pet_kd import default_layer_map, kd_kl_loss, parse_layer_map
 from pet_fairseq.tasks.distillation import forward_with_states
 from tests.conftest import make_checkpoint, toy_dictionary, write_data_dir
-from tests.distill_helpers import (
-    LAYER_MAPS,
-    TEACHER_ARGS,
-    distillation,
-    teacher_checkpoint,
-    toy_sample,
-)
+from tests.distill_helpers import LAYER_MAPS, TEACHER_ARGS, distillation, teacher_checkpoint, toy_sample
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pet_fairseq.core.plateau import (
-    interval_checkpoints,
-    main,
-    patience_stop,
-    plateau,
-    stop_report,
-    valid_points,
-)
+from pet_fairseq.core.plateau import interval_checkpoints, main, patience_stop, plateau, stop_report, valid_points
 from tests.conftest import make_checkpoint, toy_dictionary, write_data_dir
 
 # BLEU of a synthetic run validated every 100 updates: best 30.2 at update 600, then no better for 3 validations

@@ -7,24 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pet_fairseq.pruning import (
-    PruningError,
-    check_targets,
-    cli,
-    remove_depth,
-    search,
-    skipping,
-    stack_layout,
-)
+from pet_fairseq.pruning import PruningError, check_targets, cli, remove_depth, search, skipping, stack_layout
 from pet_fairseq.pruning.scoring import token_nll
 from pet_fairseq.pruning.surgery import layer_map, prune_state, save_checkpoint
-from tests.conftest import (
-    build,
-    make_checkpoint,
-    toy_dictionary,
-    toy_task,
-    write_data_dir,
-)
+from tests.conftest import build, make_checkpoint, toy_dictionary, toy_task, write_data_dir
 
 TINY = ["--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
         "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]

@@ -18,15 +18,7 @@ from fairseq.data import indexed_dataset
 
 from pet_fairseq.preprocessing.recipe import RECIPE_FILE, read_recipe
 from pet_fairseq.seqkd import cli
-from pet_fairseq.seqkd.corpus import (
-    SeqKDError,
-    finished_shards,
-    load_split,
-    merge,
-    shard_range,
-    shard_stem,
-    write_shard,
-)
+from pet_fairseq.seqkd.corpus import SeqKDError, finished_shards, load_split, merge, shard_range, shard_stem, write_shard
 from pet_fairseq.seqkd.engines import DecodeOptions
 from tests.conftest import REPO, make_checkpoint, toy_dictionary
 

@@ -10,13 +10,7 @@ import pytest
 
 from pet_fairseq.study.curves import valid_points
 from pet_fairseq.study.runner import Job, plan_jobs, run_jobs
-from pet_fairseq.study.spec import (
-    Setup,
-    SpecError,
-    load_spec,
-    parse_spec,
-    train_command,
-)
+from pet_fairseq.study.spec import Setup, SpecError, load_spec, parse_spec, train_command
 from tests.conftest import REPO
 
 SPEC = {

@@ -5,12 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.distill_helpers import (
-    LAYER_MAPS,
-    distillation,
-    teacher_checkpoint,
-    toy_sample,
-)
+from tests.distill_helpers import LAYER_MAPS, distillation, teacher_checkpoint, toy_sample
 
 KD = [*LAYER_MAPS, "--kd-alpha", "0.5", "--kd-temperature", "2", "--inter-beta", "5"]
 

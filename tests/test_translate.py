@@ -11,18 +11,9 @@ from typing import Callable
 import pytest
 import torch
 
-from pet_fairseq.preprocessing.bpe import (
-    SUBWORD_NMT,
-    SubwordNmtSegmenter,
-    learn_subword_nmt,
-)
+from pet_fairseq.preprocessing.bpe import SUBWORD_NMT, SubwordNmtSegmenter, learn_subword_nmt
 from pet_fairseq.preprocessing.files import PrepError
-from pet_fairseq.preprocessing.recipe import (
-    RECIPE_FILE,
-    DataRecipe,
-    read_recipe,
-    write_recipe,
-)
+from pet_fairseq.preprocessing.recipe import RECIPE_FILE, DataRecipe, read_recipe, write_recipe
 from pet_fairseq.preprocessing.text import LineProcessor, TokenizeConfig
 from pet_fairseq.translate import LineTranslator, SourceText, TargetText, TranslateError
 from pet_fairseq.translate.cli import main, read_lines, translate_stream

@@ -33,12 +33,7 @@ import torch
 from torch import Tensor
 
 from pet_fairseq.core.errors import PetError
-from pet_fairseq.core.files import (
-    file_digest,
-    save_npy_atomic,
-    shard_range,
-    write_json_atomic,
-)
+from pet_fairseq.core.files import file_digest, save_npy_atomic, shard_range, write_json_atomic
 
 VERSION = 1
 ARRAYS = ("offsets", "tokens", "logprobs")

@@ -48,12 +48,7 @@ from torch import Tensor, nn
 
 from pet_fairseq.core.errors import ConfigError
 from pet_fairseq.criterions.pet_warmup import warmup_loss
-from pet_fairseq.tasks.distillation import (
-    DistillationTask,
-    ModelOutputs,
-    forward_with_states,
-    stack_shape,
-)
+from pet_fairseq.tasks.distillation import DistillationTask, ModelOutputs, forward_with_states, stack_shape
 from pet_fairseq.tasks.warmup import simplified_labels, simplified_targets
 
 logger = logging.getLogger(__name__)
@@ -253,16 +248,8 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
         student = forward_with_states(model, sample["net_input"])
         target_mask = model.get_targets(sample, student.net_output).ne(self.padding_idx)
         cached = self.task.cached_teacher(sample) if self.training else None
-        if cached is not None and self.temperature == 1 and self.ignore_prefix_size == 0:
-            # one log-softmax over the vocabulary for both terms (the cached path's main cost beside CE)
-            lprobs = model.get_normalized_probs(student.net_output, log_probs=True)
-            ce_loss, nll_loss = label_smoothed_nll_loss(lprobs.view(-1, lprobs.size(-1)), sample["target"].view(-1),
-                                                        self.eps, ignore_index=self.padding_idx, reduce=reduce)
-            kd_loss = kd_topk_kl_from_lprobs(lprobs, *cached, target_mask, 1.0)
-            inter_loss = target_mask.new_zeros((), dtype=torch.float)
-        elif cached is not None:
-            ce_loss, nll_loss = self.compute_loss(model, student.net_output, sample, reduce=reduce)
-            kd_loss = kd_topk_kl_loss(student.logits, *cached, target_mask, self.temperature)
+        if cached is not None:
+            ce_loss, nll_loss, kd_loss = self.cached_terms(model, student, sample, cached, target_mask, reduce)
             inter_loss = target_mask.new_zeros((), dtype=torch.float)
         else:
             ce_loss, nll_loss = self.compute_loss(model, student.net_output, sample, reduce=reduce)
@@ -280,6 +267,20 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
             n_correct, total = self.compute_accuracy(model, student.net_output, sample)
             logging_output.update(n_correct=n_correct.data, total=total.data)
         return loss, sample_size, logging_output
+
+    def cached_terms(self, model, student: ModelOutputs, sample, cached: Tuple[Tensor, Tensor], target_mask: Tensor,
+                     reduce: bool) -> Tuple[Tensor, Tensor, Tensor]:
+        """CE, NLL and the top-k KL term from the teacher cache.
+
+        At τ = 1 (and no ignored prefix) the KL term reads the CE term's log-probabilities, so the
+        log-softmax over the vocabulary runs once; otherwise it computes its own at τ.
+        """
+        if self.temperature != 1 or self.ignore_prefix_size != 0:
+            ce_loss, nll_loss = self.compute_loss(model, student.net_output, sample, reduce=reduce)
+            return ce_loss, nll_loss, kd_topk_kl_loss(student.logits, *cached, target_mask, self.temperature)
+        lprobs, target = self.get_lprobs_and_target(model, student.net_output, sample)
+        ce_loss, nll_loss = label_smoothed_nll_loss(lprobs, target, self.eps, ignore_index=self.padding_idx, reduce=reduce)
+        return ce_loss, nll_loss, kd_topk_kl_from_lprobs(lprobs.view(*target_mask.shape, -1), *cached, target_mask, 1.0)
 
     def warmup_forward(self, model, sample, reduce=True):
         """The warm-up phase: cross-entropy on the teacher's simplified targets (+ λ · token CE)."""

@@ -32,11 +32,7 @@ Importing this package does not import fairseq; the modules that need it import 
 Nothing here imports :mod:`pet_fairseq.export` (export builds on evaluation, not the reverse).
 """
 
-from pet_fairseq.evaluation.checkpoint import (
-    inference_state,
-    read_checkpoint,
-    strip_for_inference,
-)
+from pet_fairseq.evaluation.checkpoint import inference_state, read_checkpoint, strip_for_inference
 from pet_fairseq.evaluation.errors import EvaluationError
 from pet_fairseq.evaluation.memory import count_unique_elements, unique_parameter_count
 from pet_fairseq.evaluation.speed import SpeedResult, measure_speed, speed_ratio

@@ -19,21 +19,11 @@ from pathlib import Path
 
 import torch
 
-from pet_fairseq.core.arguments import (
-    add_decoding_args,
-    add_device_args,
-    add_language_args,
-    resolve_batch_size,
-    resolve_threads,
-)
+from pet_fairseq.core.arguments import add_decoding_args, add_device_args, add_language_args, resolve_batch_size, resolve_threads
 from pet_fairseq.core.cli import command
 from pet_fairseq.evaluation import report
 from pet_fairseq.evaluation.checkpoint import read_checkpoint, save_inference_state
-from pet_fairseq.evaluation.checks import (
-    check_dictionaries,
-    check_subset,
-    resolve_languages,
-)
+from pet_fairseq.evaluation.checks import check_dictionaries, check_subset, resolve_languages
 from pet_fairseq.evaluation.ct2_worker import check_parallel_batches
 from pet_fairseq.evaluation.environment import describe_environment
 from pet_fairseq.evaluation.errors import EvaluationError

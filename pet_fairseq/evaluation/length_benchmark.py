@@ -34,20 +34,12 @@ from tqdm import tqdm
 
 from pet_fairseq.core.cli import command
 from pet_fairseq.evaluation.checkpoint import read_checkpoint
-from pet_fairseq.evaluation.checks import (
-    check_dictionaries,
-    check_subset,
-    resolve_languages,
-)
+from pet_fairseq.evaluation.checks import check_dictionaries, check_subset, resolve_languages
 from pet_fairseq.evaluation.compare import parse_labels
 from pet_fairseq.evaluation.errors import EvaluationError
 from pet_fairseq.evaluation.report import write_benchmark_json
 from pet_fairseq.evaluation.speed import measure_side_by_side
-from pet_fairseq.evaluation.translators import (
-    FairseqTranslator,
-    OutputLength,
-    decode_pass,
-)
+from pet_fairseq.evaluation.translators import FairseqTranslator, OutputLength, decode_pass
 
 logger = logging.getLogger("pet_fairseq.evaluation.length_benchmark")
 

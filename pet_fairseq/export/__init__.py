@@ -15,11 +15,6 @@ CTranslate2 model directories of :mod:`pet_fairseq.evaluation.ct2_model` and
 :mod:`pet_fairseq.evaluation.ct2_worker`); the evaluation tool never imports export.
 """
 
-from pet_fairseq.export.unroll import (
-    ExportError,
-    UnrollSummary,
-    unroll_checkpoint,
-    unroll_state,
-)
+from pet_fairseq.export.unroll import ExportError, UnrollSummary, unroll_checkpoint, unroll_state
 
 __all__ = ["ExportError", "UnrollSummary", "unroll_checkpoint", "unroll_state"]

@@ -22,12 +22,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from pet_fairseq.core.arguments import (
-    add_decoding_args,
-    add_device_args,
-    add_language_args,
-    resolve_threads,
-)
+from pet_fairseq.core.arguments import add_decoding_args, add_device_args, add_language_args, resolve_threads
 from pet_fairseq.core.cli import command
 from pet_fairseq.export.shortlist import DEFAULT_FREQUENT, DEFAULT_PER_TOKEN
 from pet_fairseq.export.unroll import ExportError, export_errors

@@ -19,12 +19,7 @@ from typing import Any
 from pet_fairseq.core.cli import command
 from pet_fairseq.pruning.errors import PruningError
 from pet_fairseq.pruning.greedy import ORDERS, Step, check_targets, search
-from pet_fairseq.pruning.scoring import (
-    METRICS,
-    ScoreSettings,
-    checkpoint_score,
-    load_validation,
-)
+from pet_fairseq.pruning.scoring import METRICS, ScoreSettings, checkpoint_score, load_validation
 from pet_fairseq.pruning.surgery import (
     SIDES,
     architecture_flags,

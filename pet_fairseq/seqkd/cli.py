@@ -48,11 +48,7 @@ from pet_fairseq.seqkd.corpus import (
     source_recipe,
     write_shard,
 )
-from pet_fairseq.seqkd.engines import (
-    DecodeOptions,
-    TeacherDecoder,
-    load_teacher_decoder,
-)
+from pet_fairseq.seqkd.engines import DecodeOptions, TeacherDecoder, load_teacher_decoder
 
 logger = logging.getLogger("pet_fairseq.seqkd")
 

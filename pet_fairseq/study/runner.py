@@ -27,14 +27,7 @@ from typing import Dict, List, Optional
 
 from tqdm import tqdm
 
-from pet_fairseq.study.spec import (
-    Setup,
-    Spec,
-    SpecError,
-    cache_command,
-    seqkd_command,
-    train_command,
-)
+from pet_fairseq.study.spec import Setup, Spec, SpecError, cache_command, seqkd_command, train_command
 
 logger = logging.getLogger("pet_fairseq.study")
 

@@ -31,13 +31,7 @@ from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, List, Optional, TextIO
 
-from pet_fairseq.core.arguments import (
-    add_decoding_args,
-    add_device_args,
-    add_language_args,
-    check_positive,
-    resolve_threads,
-)
+from pet_fairseq.core.arguments import add_decoding_args, add_device_args, add_language_args, check_positive, resolve_threads
 from pet_fairseq.core.cli import command
 from pet_fairseq.preprocessing.recipe import RECIPE_FILE, DataRecipe, read_recipe
 from pet_fairseq.translate.lines import LineTranslator, TranslateError
@@ -71,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_options(args: argparse.Namespace) -> None:
     """Reject impossible numbers and an unusable device before anything is loaded."""
     check_positive(args, ("beam", "batch_size", "buffer_size", "parallel_batches"))
-    check_positive(args, ("threads",), minimum=0)
+    args.threads = resolve_threads(args.threads)
     if args.device.startswith("cuda"):
         import torch
 
@@ -102,7 +96,7 @@ def load(args: argparse.Namespace):
         from pet_fairseq.translate.ctranslate2_model import load_ctranslate2_model
 
         backend, data_bin, langs = load_ctranslate2_model(
-            args.model, args.data_bin, args.source_lang, args.target_lang, args.device, resolve_threads(args.threads),
+            args.model, args.data_bin, args.source_lang, args.target_lang, args.device, args.threads,
             args.beam, args.max_len_a, args.max_len_b, args.batch_size, args.parallel_batches,
             use_shortlist=not args.no_shortlist)
     else:
@@ -114,7 +108,7 @@ def load(args: argparse.Namespace):
 
         from pet_fairseq.translate.fairseq_model import load_fairseq_model
 
-        torch.set_num_threads(resolve_threads(args.threads))
+        torch.set_num_threads(args.threads)
         backend, data_bin, langs = load_fairseq_model(
             args.model, args.data_bin, args.source_lang, args.target_lang, args.device, args.beam, args.max_len_a,
             args.max_len_b, args.batch_size)

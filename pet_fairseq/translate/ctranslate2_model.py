@@ -15,13 +15,7 @@ from typing import Optional
 from pet_fairseq.core.direction import check_direction
 from pet_fairseq.evaluation import ct2_worker
 from pet_fairseq.evaluation.checks import resolve_languages
-from pet_fairseq.evaluation.ct2_model import (
-    check_vocabularies,
-    export_info,
-    has_shortlist,
-    is_model_dir,
-    require_ctranslate2,
-)
+from pet_fairseq.evaluation.ct2_model import check_vocabularies, export_info, has_shortlist, is_model_dir, require_ctranslate2
 from pet_fairseq.translate.lines import TranslateError
 
 #: fairseq's default ``max_source_positions``, assumed when model.bin holds no position table

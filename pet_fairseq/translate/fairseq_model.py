@@ -17,11 +17,7 @@ from fairseq import utils
 
 from pet_fairseq.core.direction import check_direction
 from pet_fairseq.evaluation.checkpoint import read_checkpoint
-from pet_fairseq.evaluation.checks import (
-    check_dictionaries,
-    resolve_languages,
-    task_config,
-)
+from pet_fairseq.evaluation.checks import check_dictionaries, resolve_languages, task_config
 from pet_fairseq.evaluation.decode import Decoder, load_model
 from pet_fairseq.translate.lines import TranslateError
 

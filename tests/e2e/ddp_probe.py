@@ -16,11 +16,13 @@ import os
 import sys
 
 import torch
+
+# isort: off
+from fairseq_cli import train  # first: it configures logging as fairseq-train does, before fairseq logs anything
+
 from fairseq import checkpoint_utils  # noqa: E402
 from fairseq.trainer import Trainer  # noqa: E402
-from fairseq_cli import (
-    train,  # first: it configures logging as fairseq-train does, before fairseq logs anything
-)
+# isort: on
 
 PROBE_DIR = os.environ.get("PET_PROBE_DIR")
 
