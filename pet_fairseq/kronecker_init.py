@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import pet_fairseq  # noqa: F401  (registers the model)
+from pet_fairseq.core.checkpoint import read_teacher_checkpoint
 from pet_fairseq.core.cli import command
 from pet_fairseq.core.errors import ConfigError
 from pet_fairseq.models.pet_transformer import PETTransformerModel
@@ -95,7 +96,7 @@ def training_flags(args: argparse.Namespace) -> str:
 
 
 def initialise(teacher_path: str, out_path: str, opts: argparse.Namespace) -> nn.Module:
-    state = checkpoint_utils.load_checkpoint_to_cpu(teacher_path)
+    state = read_teacher_checkpoint(teacher_path)
     cfg = state["cfg"]
     if opts.data_bin:
         cfg.task.data = opts.data_bin

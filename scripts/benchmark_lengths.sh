@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Decode time against source length (about 25/100/400 tokens), models side by side, the first one
-# the reference; timed like scripts/benchmark_speed.sh and scripts/evaluate.sh (pet_fairseq.evaluation.speed).
+# the reference; timed like scripts/benchmark_speed.sh and scripts/evaluate.sh (pet_fairseq.core.speed).
 # All arguments go to `python -m pet_fairseq.evaluation.length_benchmark` (see --help and
 # docs/linear_attention.md). Example:
 #

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compare a teacher with its students: BLEU, unique parameters, checkpoint size, peak memory and
-# decode speed (timed with pet_fairseq.evaluation.speed, like the benchmarks). All arguments go to
+# decode speed (timed with pet_fairseq.core.speed, like the benchmarks). All arguments go to
 # `python -m pet_fairseq.evaluation.compare`; the first checkpoint is the reference. Example:
 #
 #   bash scripts/evaluate.sh --data-bin data-bin/iwslt14.tokenized.de-en --bpe subword_nmt \

@@ -16,7 +16,8 @@ from tests.conftest import REPO, VENV_BIN
 
 TOOL_ERRORS = [
     ("pet_fairseq.evaluation.errors", "EvaluationError"),
-    ("pet_fairseq.export.unroll", "ExportError"),
+    ("pet_fairseq.core.errors", "ExportError"),
+    ("pet_fairseq.core.errors", "InputError"),
     ("pet_fairseq.pruning.errors", "PruningError"),
     ("pet_fairseq.preprocessing.files", "PrepError"),
     ("pet_fairseq.seqkd.corpus", "SeqKDError"),

@@ -1,4 +1,5 @@
-"""Fast unit tests of pet_fairseq.evaluation: accounting, stripping, timing, BLEU, bad inputs, report."""
+"""Fast unit tests of pet_fairseq.evaluation and the core modules it builds on: accounting, stripping, timing,
+BLEU, bad inputs, report."""
 
 from __future__ import annotations
 
@@ -10,23 +11,20 @@ import pytest
 import torch
 from torch import nn
 
+from pet_fairseq.core import bleu, checks
+from pet_fairseq.core.checkpoint import read_checkpoint, strip_for_inference
+from pet_fairseq.core.errors import InputError
+from pet_fairseq.core.postprocess import build_bpe_decoder, build_detokenizer
+from pet_fairseq.core.speed import SpeedResult, measure_speed, speed_ratio
 from pet_fairseq.evaluation import (
     EvaluationError,
-    SpeedResult,
-    bleu,
-    checks,
     compare,
     count_unique_elements,
-    measure_speed,
     memory,
     ratios,
-    read_checkpoint,
     report,
-    speed_ratio,
-    strip_for_inference,
     unique_parameter_count,
 )
-from pet_fairseq.evaluation.postprocess import build_bpe_decoder, build_detokenizer
 
 D, H, V = 32, 48, 50  # model dim, hidden dim, vocabulary
 
@@ -269,15 +267,15 @@ def test_text_files_round_trip(tmp_path):
 def test_non_checkpoint_files_are_named_in_a_clear_error(tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("hello\n")
-    with pytest.raises(EvaluationError, match=r"notes\.pt is not a fairseq checkpoint \(torch\.load failed"):
+    with pytest.raises(InputError, match=r"notes\.pt is not a fairseq checkpoint \(torch\.load failed"):
         read_checkpoint(text)
     torch.save({"weight": torch.zeros(2)}, tmp_path / "weights.pt")
-    with pytest.raises(EvaluationError, match=r"weights\.pt is not a fairseq checkpoint: expected 'model' and 'cfg'"):
+    with pytest.raises(InputError, match=r"weights\.pt is not a fairseq checkpoint: expected 'model' and 'cfg'"):
         read_checkpoint(tmp_path / "weights.pt")
     torch.save(torch.zeros(2), tmp_path / "tensor.pt")
-    with pytest.raises(EvaluationError, match="holds a Tensor"):
+    with pytest.raises(InputError, match="holds a Tensor"):
         read_checkpoint(tmp_path / "tensor.pt")
-    with pytest.raises(EvaluationError, match="missing.pt does not exist"):
+    with pytest.raises(InputError, match="missing.pt does not exist"):
         read_checkpoint(tmp_path / "missing.pt")
 
 
@@ -294,7 +292,7 @@ def _data_bin(path: Path, symbols: list[str], subsets=("test",)) -> Path:
 def test_missing_subset_names_the_files_looked_for_and_the_subsets_present(tmp_path):
     data = _data_bin(tmp_path / "bin", ["a", "b"], subsets=("train", "test"))
     checks.check_subset(data, "test", "de", "en")
-    with pytest.raises(EvaluationError) as err:
+    with pytest.raises(InputError) as err:
         checks.check_subset(data, "valid", "de", "en")
     message = str(err.value)
     for name in ("valid.de-en.de.bin", "valid.de-en.de.idx", "valid.de-en.en.bin", "valid.en-de.en.idx"):
@@ -310,7 +308,7 @@ def test_dictionary_mismatch_says_which_side_and_what_to_do(tmp_path):
     net.encoder, net.decoder = nn.Module(), nn.Module()
     net.encoder.embed_tokens, net.decoder.embed_tokens = nn.Embedding(7, 4), nn.Embedding(7, 4)  # 4 specials + 3
     ckpt = _fake_checkpoint(net, train_dir=train)
-    with pytest.raises(EvaluationError) as err:
+    with pytest.raises(InputError) as err:
         checks.check_dictionaries(ckpt, data, "de", "en")
     message = str(err.value)
     assert "target side" in message and "source side" not in message
@@ -405,7 +403,7 @@ SIMPLE_LOG = """\
 
 
 def test_training_cost_sums_epochs_of_a_simple_log():
-    from pet_fairseq.evaluation.training_cost import training_cost
+    from pet_fairseq.core.training_cost import training_cost
 
     cost = training_cost(SIMPLE_LOG)
     assert (cost.updates, cost.train_seconds) == (150, 384.0)
@@ -413,7 +411,8 @@ def test_training_cost_sums_epochs_of_a_simple_log():
 
 
 def test_training_cost_reads_json_logs_and_rejects_logs_without_epochs(tmp_path, capsys):
-    from pet_fairseq.evaluation.training_cost import main, training_cost
+    from pet_fairseq.core.training_cost import training_cost
+    from pet_fairseq.evaluation.training_cost import main
 
     line = '2026-11-28 | INFO | train | {"epoch": 1, "train_loss": "9.3", "train_num_updates": "40", "train_train_wall": "20"}'
     assert training_cost(line).seconds_per_update == pytest.approx(0.5)
@@ -429,7 +428,7 @@ def test_training_cost_reads_json_logs_and_rejects_logs_without_epochs(tmp_path,
 def test_runaway_hypotheses_are_those_at_the_limit_or_over_twice_their_source():
     from types import SimpleNamespace
 
-    from pet_fairseq.evaluation.decode import runaway_ids
+    from pet_fairseq.core.decode import runaway_ids
 
     pad = 1
     src = torch.tensor([[pad, pad, 5, 6, 2], [5, 6, 7, 8, 2], [5, 6, 7, 8, 2]])  # sources of 2, 4, 4 tokens + EOS
@@ -440,3 +439,18 @@ def test_runaway_hypotheses_are_those_at_the_limit_or_over_twice_their_source():
     # limit = 2 * 5 + 10 = 20; sentence 7: 13 > max(4, 12); 8: 14 <= max(8, 14); 9: 20 at the limit
     assert runaway_ids(decoder, sample, [hypo(13), hypo(14), hypo(20)]) == [7, 9]
     assert runaway_ids(decoder, sample, [hypo(12), hypo(3), hypo(14)]) == []
+
+
+def test_the_ctranslate2_worker_imports_neither_torch_nor_fairseq(tmp_path):
+    """Run as a file (``python -P``), the worker imports the core's torch-free modules and nothing heavier."""
+    import subprocess
+    import sys
+
+    worker = Path(__file__).resolve().parents[1] / "pet_fairseq" / "evaluation" / "ct2_worker.py"
+    proc = subprocess.run([sys.executable, "-P", "-X", "importtime", str(worker), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--serve MODEL_DIR" in proc.stdout, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert {"pet_fairseq.core.speed", "pet_fairseq.core.ctranslate2.decoding", "pet_fairseq.core.ctranslate2.model_dir"} <= imported
+    heavy = sorted(name for name in imported if name.split(".")[0] in ("torch", "fairseq", "numpy"))
+    assert not heavy, heavy

@@ -11,11 +11,10 @@ from fairseq.models import ARCH_MODEL_REGISTRY
 from fairseq.models.transformer import TransformerModel
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from pet_fairseq.evaluation.ct2_worker import make_batches, max_decoding_length
-from pet_fairseq.evaluation.errors import EvaluationError
-from pet_fairseq.export import ExportError, unroll_state
+from pet_fairseq.core.ctranslate2.decoding import make_batches, max_decoding_length
+from pet_fairseq.core.errors import ExportError, InputError
+from pet_fairseq.core.unroll import unroll_checkpoint, unroll_state
 from pet_fairseq.export.__main__ import main as export_main
-from pet_fairseq.export.unroll import unroll_checkpoint
 from pet_fairseq.modules.reused_layer import ReusedLayer
 from tests.conftest import make_checkpoint, toy_dictionary, write_data_dir
 from tests.test_pet_transformer import batch, peaky
@@ -187,7 +186,7 @@ def test_files_that_are_not_checkpoints_are_clear_errors_on_the_command_line(tmp
 
 
 def test_a_wrong_unrolling_is_caught_by_the_built_in_check(tmp_path, data_dir, monkeypatch):
-    import pet_fairseq.export.unroll as unroll
+    import pet_fairseq.core.unroll as unroll
 
     path, _, _ = student(tmp_path, data_dir)
     monkeypatch.setattr(unroll, "_swapped", lambda name: name)  # forget the Q/K swap
@@ -205,7 +204,7 @@ def test_ctranslate2_batches_follow_fairseq_and_length_limits():
 def test_parallel_batches_split_each_batch_evenly_and_must_divide_the_threads():
     from types import SimpleNamespace
 
-    from pet_fairseq.evaluation.ct2_worker import load_translator, part_size
+    from pet_fairseq.core.ctranslate2.decoding import load_translator, part_size
 
     assert [part_size(n, SimpleNamespace(num_translators=2)) for n in (64, 5, 1)] == [32, 3, 1]
     assert part_size(64, SimpleNamespace(num_translators=1)) == 0  # one worker: the batch is not split
@@ -215,13 +214,14 @@ def test_parallel_batches_split_each_batch_evenly_and_must_divide_the_threads():
 
 def test_ctranslate2_model_stores_unchanged_layer_copies_once(tmp_path, data_dir, capsys):
     pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
-    from pet_fairseq.evaluation.ct2_model import (
+    from pet_fairseq.core.ctranslate2.convert import convert
+    from pet_fairseq.core.ctranslate2.model_dir import (
         check_vocabularies,
+        count_parameters,
+        directory_bytes,
         export_info,
         is_model_dir,
     )
-    from pet_fairseq.evaluation.ct2_worker import count_parameters, directory_bytes
-    from pet_fairseq.export.ctranslate2 import convert
 
     path, _, state = student(tmp_path, data_dir)
     summary = unroll_state(state)[1]
@@ -240,7 +240,7 @@ def test_ctranslate2_model_stores_unchanged_layer_copies_once(tmp_path, data_dir
     # int8 matrices save 3 bytes per weight (the float32 sinusoidal position tables stay)
     assert sizes["float32"] - sizes["int8"] > 2 * expected
     other = write_data_dir(tmp_path / "other", toy_dictionary(VOCAB + 8))
-    with pytest.raises(EvaluationError, match="source: the model's 208-entry vocabulary differs"):
+    with pytest.raises(InputError, match="source: the model's 208-entry vocabulary differs"):
         check_vocabularies(tmp_path / "int8", other, "de", "en")
     # the export command reports it as its own error
     assert export_main(["translate", str(tmp_path / "int8"), "--data-bin", str(other)]) == 2
@@ -254,7 +254,7 @@ def test_ctranslate2_model_stores_unchanged_layer_copies_once(tmp_path, data_dir
 
 def test_ctranslate2_limits_are_export_errors(tmp_path, data_dir):
     pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
-    from pet_fairseq.export.ctranslate2 import convert
+    from pet_fairseq.core.ctranslate2.convert import convert
 
     path, _, _ = student(tmp_path, data_dir, "--decoder-attention-heads", "2")
     with pytest.raises(ExportError, match="(?s)CTranslate2 cannot convert .*attention-heads must have the same value"):
@@ -267,12 +267,12 @@ def test_ctranslate2_limits_are_export_errors(tmp_path, data_dir):
                                   "pet_deep_shallow2_iwslt_de_en", "pet_deep12_shallow_iwslt_de_en"])
 def test_ctranslate2_float32_gives_the_students_hypotheses(tmp_path, data_dir, arch):
     pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
+    from pet_fairseq.core.ctranslate2.convert import convert
     from pet_fairseq.evaluation.translators import (
         CTranslate2Translator,
         FairseqTranslator,
         OutputLength,
     )
-    from pet_fairseq.export.ctranslate2 import convert
 
     path, model, _ = make_checkpoint(tmp_path / "student.pt", data_dir, arch, *DIMS, seed=3)
     peaky(model, scale=2.5)  # real choices, but not so sharp that 12 shared layers saturate into near-ties

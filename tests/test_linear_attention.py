@@ -275,7 +275,8 @@ def test_checkpoint_save_load_gives_identical_outputs(linear_checkpoint):
 
 
 def test_export_refuses_a_linear_attention_student(linear_checkpoint, tmp_path):
-    from pet_fairseq.export import ExportError, unroll_checkpoint
+    from pet_fairseq.core.errors import ExportError
+    from pet_fairseq.core.unroll import unroll_checkpoint
 
     path, _, _ = linear_checkpoint
     with pytest.raises(ExportError, match=r"linear self-attention \(--encoder-self-attention linear, "
@@ -285,7 +286,7 @@ def test_export_refuses_a_linear_attention_student(linear_checkpoint, tmp_path):
 
 
 def test_export_drops_the_option_of_a_softmax_student(tmp_path):
-    from pet_fairseq.export import unroll_state
+    from pet_fairseq.core.unroll import unroll_state
 
     data = write_data_dir(tmp_path / "data", toy_dictionary())
     path, _, _ = make_checkpoint(tmp_path / "s.pt", data, "pet_transformer", "--encoder-layer-plan", "0,0",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pet_fairseq.export import ExportError
+from pet_fairseq.core.errors import ExportError
 from pet_fairseq.export.__main__ import main as export_main
 from pet_fairseq.export.shortlist import Shortlist, build_shortlist, write_shortlist
 from tests.conftest import make_checkpoint, toy_dictionary, write_data_dir
@@ -132,7 +132,7 @@ DIMS = ["--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-ffn
 def exported(tmp_path_factory):
     """A tiny PET student with sharp weights, exported to CTranslate2 float32 with and without shortlists."""
     pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
-    from pet_fairseq.export.ctranslate2 import convert
+    from pet_fairseq.core.ctranslate2.convert import convert
 
     tmp = tmp_path_factory.mktemp("shortlist-export")
     dictionary = toy_dictionary(VOCAB)
@@ -212,7 +212,7 @@ def test_decoding_with_a_shortlist_is_decoding_over_its_candidates_only(exported
 
 
 def test_the_export_records_the_shortlist_and_translate_uses_it(exported, tmp_path, capsys):
-    from pet_fairseq.evaluation.ct2_model import export_info, has_shortlist
+    from pet_fairseq.core.ctranslate2.model_dir import export_info, has_shortlist
 
     _, d, dirs, _, data_bin = exported
     assert has_shortlist(dirs["narrow"]) and not has_shortlist(dirs["none"])
@@ -233,7 +233,7 @@ def test_the_export_records_the_shortlist_and_translate_uses_it(exported, tmp_pa
 
 def test_a_missing_shortlist_file_is_an_export_error(tmp_path):
     pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
-    from pet_fairseq.export.ctranslate2 import convert
+    from pet_fairseq.core.ctranslate2.convert import convert
 
     with pytest.raises(ExportError, match="the vocabulary shortlist .*missing.vmap does not exist; write one with"):
         convert(tmp_path / "student.pt", tmp_path / "out", vocab_shortlist=tmp_path / "missing.vmap")
@@ -277,7 +277,7 @@ def test_the_shortlist_command_writes_a_record_of_languages_dictionaries_and_the
     import hashlib
     import json
 
-    from pet_fairseq.export.shortlist import dictionary_digest, record_path
+    from pet_fairseq.core.ctranslate2.shortlist_record import dictionary_digest, record_path
 
     data_bin = write_data_dir(tmp_path / "data-bin", toy_dictionary(20))
     (tmp_path / "bitext.de").write_text("w1 w2 rare\nw3\n", encoding="utf-8")  # "rare": not in the dictionary
@@ -346,7 +346,7 @@ def test_a_shortlist_from_another_data_bin_is_refused(exported, model_dir_copy, 
 
 
 def test_a_shortlist_without_its_record_or_changed_after_it_is_refused(exported, model_dir_copy, tmp_path, capsys):
-    from pet_fairseq.export.shortlist import record_path
+    from pet_fairseq.core.ctranslate2.shortlist_record import record_path
 
     _, _, _, narrow, data_bin = exported
     rebuild = (f"rebuild it for this model with python -m pet_fairseq.export shortlist NEW.vmap --data-bin {data_bin} "

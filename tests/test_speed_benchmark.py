@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pet_fairseq.core.speed import measure_side_by_side
 from pet_fairseq.evaluation import speed_benchmark as sb
 from pet_fairseq.evaluation.decode_profile import CATEGORIES, profile_decoding
 from pet_fairseq.evaluation.errors import EvaluationError
-from pet_fairseq.evaluation.speed import measure_side_by_side
 from pet_fairseq.evaluation.translators import FairseqTranslator, OutputLength, decode_pass
 from tests.conftest import build, toy_dictionary, toy_task, write_data_dir
 

@@ -1,10 +1,11 @@
 """The base class of every error a user can fix, and how such an error reaches the console.
 
-Every tool's error class (``TranslateError``, ``SeqKDError``, ``SpecError``, ...) and the option
-checks of the fairseq components (:class:`ConfigError`) derive from :class:`PetError`. Its message
-is one line that names the problem and the fix. A ``pet-*`` command prints it as ``error: MESSAGE``
-and exits with :data:`EXIT_USER_ERROR` (:func:`pet_fairseq.core.cli.command`); inside fairseq's own
-commands (``fairseq-train``, ``fairseq-generate`` with ``--user-dir pet_fairseq``) the hook of
+Every tool's error class (``TranslateError``, ``SeqKDError``, ``SpecError``, ...), the option
+checks of the fairseq components (:class:`ConfigError`) and the input checks of the core
+(:class:`InputError`) derive from :class:`PetError`. Its message is one line that names the
+problem and the fix. A ``pet-*`` command prints it as ``error: MESSAGE`` and exits with
+:data:`EXIT_USER_ERROR` (:func:`pet_fairseq.core.cli.command`); inside fairseq's own commands
+(``fairseq-train``, ``fairseq-generate`` with ``--user-dir pet_fairseq``) the hook of
 :func:`report_user_errors` prints the same line instead of a traceback, and the exit status is
 Python's for an uncaught exception (1). Any other exception keeps its traceback: it is a bug.
 
@@ -30,6 +31,20 @@ class ConfigError(PetError, ValueError):
 
 class MissingFileError(PetError, FileNotFoundError):
     """A file the user named does not exist (a ``FileNotFoundError`` too)."""
+
+
+class InputError(PetError):
+    """A checkpoint, data-bin or CTranslate2 model directory that the core's readers and checks refuse.
+
+    Not what it should be (not a fairseq checkpoint, a subset that is not binarized), or not matching
+    the others (language pair, dictionaries, vocabularies). Each tool re-raises it as its own error
+    or reports it as it is.
+    """
+
+
+class ExportError(PetError):
+    """A checkpoint that cannot be exported (unrolled, converted to CTranslate2, given a vocabulary
+    shortlist), with the reason and what to do."""
 
 
 def report_user_errors() -> None:

@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 
 from pet_fairseq.core.arguments import add_decoding_args, add_device_args, add_language_args, resolve_batch_size, resolve_threads
+from pet_fairseq.core.checkpoint import read_checkpoint, save_inference_state
+from pet_fairseq.core.checks import check_dictionaries, check_subset, resolve_languages
 from pet_fairseq.core.cli import command
+from pet_fairseq.core.ctranslate2.decoding import check_parallel_batches
+from pet_fairseq.core.errors import InputError
 from pet_fairseq.evaluation import report
-from pet_fairseq.evaluation.checkpoint import read_checkpoint, save_inference_state
-from pet_fairseq.evaluation.checks import check_dictionaries, check_subset, resolve_languages
-from pet_fairseq.evaluation.ct2_worker import check_parallel_batches
 from pet_fairseq.evaluation.environment import describe_environment
 from pet_fairseq.evaluation.errors import EvaluationError
 from pet_fairseq.evaluation.jobs import file_stem, make_job, score
@@ -83,13 +84,14 @@ def parse_labels(args: argparse.Namespace) -> list[str]:
 
 
 def evaluate_model(args: argparse.Namespace, label: str, path: str, workdir: Path, ckpt_dir: Path) -> dict:
-    """Check, strip, decode and score one checkpoint; raises :class:`EvaluationError` on bad input.
+    """Check, strip, decode and score one checkpoint; raises :class:`EvaluationError` or
+    :class:`~pet_fairseq.core.errors.InputError` on bad input.
 
     A CTranslate2 model directory (holding ``model.bin``, see ``python -m pet_fairseq.export``) is
-    decoded by :func:`pet_fairseq.evaluation.ct2_model.evaluate_model` with the same settings.
+    decoded by :func:`pet_fairseq.evaluation.ct2_backend.evaluate_model` with the same settings.
     """
-    from pet_fairseq.evaluation.ct2_model import evaluate_model as evaluate_ctranslate2
-    from pet_fairseq.evaluation.ct2_model import is_model_dir
+    from pet_fairseq.core.ctranslate2.model_dir import is_model_dir
+    from pet_fairseq.evaluation.ct2_backend import evaluate_model as evaluate_ctranslate2
 
     if is_model_dir(path):
         return evaluate_ctranslate2(args, label, path, workdir)
@@ -119,7 +121,7 @@ def evaluate_all(args: argparse.Namespace, labels: list[str]) -> list[dict]:
             row = {"label": label, "checkpoint": str(path), "status": "ok", "error": None}
             try:
                 row.update(evaluate_model(args, label, path, workdir, ckpt_dir))
-            except EvaluationError as exc:
+            except (EvaluationError, InputError) as exc:
                 logger.error("%s FAILED: %s", label, exc)
                 row.update(status="failed", error=str(exc))
             except Exception as exc:  # an unexpected bug must not lose the other models' rows

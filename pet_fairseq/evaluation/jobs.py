@@ -1,7 +1,7 @@
 """What a per-model decoding process is given and gives back: the job settings, the text files, BLEU.
 
 Shared by every backend of the comparison tool: the fairseq decoding process
-(:mod:`pet_fairseq.evaluation.decode`) and the CTranslate2 one (:mod:`pet_fairseq.evaluation.ct2_model`)
+(:mod:`pet_fairseq.evaluation.decode`) and the CTranslate2 one (:mod:`pet_fairseq.evaluation.ct2_backend`)
 build their job with :func:`make_job`, write hypotheses and references with :func:`write_texts` and
 are scored with :func:`score`, so both are measured and scored the same way.
 """
@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-from pet_fairseq.evaluation import bleu
+from pet_fairseq.core import bleu
 
 
 def file_stem(label: str) -> str:

@@ -10,7 +10,7 @@ has the same size and a batch has no padding. Each model decodes the same inputs
 SequenceGenerator (beam search) in this one process
 (:class:`~pet_fairseq.evaluation.translators.FairseqTranslator`); after ``--warmup`` untimed passes
 the ``--repeats`` timed passes are interleaved model by model
-(:func:`~pet_fairseq.evaluation.speed.measure_side_by_side`), and the median pass time is reported.
+(:func:`~pet_fairseq.core.speed.measure_side_by_side`), and the median pass time is reported.
 
 Output length. By default it is *forced*: ``min_len = max_len = round(R · L) - 1`` tokens plus EOS
 (``--output-length-ratio R``, default 1.0), so every model generates exactly as many tokens and a
@@ -32,13 +32,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from pet_fairseq.core.checkpoint import read_checkpoint
+from pet_fairseq.core.checks import check_dictionaries, check_subset, resolve_languages
 from pet_fairseq.core.cli import command
-from pet_fairseq.evaluation.checkpoint import read_checkpoint
-from pet_fairseq.evaluation.checks import check_dictionaries, check_subset, resolve_languages
+from pet_fairseq.core.speed import measure_side_by_side
 from pet_fairseq.evaluation.compare import parse_labels
 from pet_fairseq.evaluation.errors import EvaluationError
 from pet_fairseq.evaluation.report import write_benchmark_json
-from pet_fairseq.evaluation.speed import measure_side_by_side
 from pet_fairseq.evaluation.translators import FairseqTranslator, OutputLength, decode_pass
 
 logger = logging.getLogger("pet_fairseq.evaluation.length_benchmark")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pet_fairseq.evaluation.speed import SpeedResult, speed_ratio
+from pet_fairseq.core.speed import SpeedResult, speed_ratio
 
 
 def _ratio(value: float | None, reference: float | None) -> float | None:

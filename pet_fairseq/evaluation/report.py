@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from pet_fairseq.evaluation.bleu import DETOK_LABEL, TOK_LABEL
+from pet_fairseq.core.bleu import DETOK_LABEL, TOK_LABEL
 
 MB = 1024 * 1024
 

@@ -24,7 +24,7 @@ worker on all ``--threads``, and cut into two parts decoded side by side by two 
 threads each (CTranslate2's ``inter_threads``, its setting for throughput).
 Modes: batch ``--batch-size`` throughput (target tokens/s) and batch-1 latency (ms per sentence),
 each with every beam of ``--beams`` (default 5 and greedy). In each mode all models and engines are
-timed on the same batches, interleaved (:func:`~pet_fairseq.evaluation.speed.measure_side_by_side`),
+timed on the same batches, interleaved (:func:`~pet_fairseq.core.speed.measure_side_by_side`),
 median of ``--repeats``. Ratios are to the first model in the first engine (>1 = faster). A profiler
 run (:mod:`~pet_fairseq.evaluation.decode_profile`) splits each fairseq model's beam-search time into
 encoder, decoder layers, output projection and search bookkeeping.
@@ -48,11 +48,11 @@ import torch
 from tqdm import tqdm
 
 from pet_fairseq.core.cli import command
-from pet_fairseq.evaluation.ct2_worker import check_parallel_batches
+from pet_fairseq.core.ctranslate2.decoding import check_parallel_batches
+from pet_fairseq.core.speed import SpeedResult, measure_side_by_side
 from pet_fairseq.evaluation.errors import EvaluationError
 from pet_fairseq.evaluation.report import write_benchmark_json
 from pet_fairseq.evaluation.runner import PACKAGE_ROOT, run_streaming
-from pet_fairseq.evaluation.speed import SpeedResult, measure_side_by_side
 from pet_fairseq.evaluation.translators import (
     CTranslate2Translator,
     FairseqTranslator,
@@ -405,7 +405,7 @@ def export_ctranslate2(model: torch.nn.Module, cfg: Any, spec: ModelSpec, workdi
 
 def ctranslate2_size(model_dir: Path) -> tuple[int, int]:
     """(parameters stored in ``model.bin``, bytes of the model directory)."""
-    from pet_fairseq.evaluation.ct2_worker import count_parameters, directory_bytes
+    from pet_fairseq.core.ctranslate2.model_dir import count_parameters, directory_bytes
 
     return count_parameters(model_dir), directory_bytes(model_dir)
 

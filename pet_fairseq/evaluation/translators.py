@@ -23,7 +23,7 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
-from pet_fairseq.evaluation.ct2_worker import check_parallel_batches
+from pet_fairseq.core.ctranslate2.decoding import check_parallel_batches
 from pet_fairseq.evaluation.errors import EvaluationError
 
 #: a batch of sentences as token ids of the source dictionary, without EOS
@@ -131,7 +131,7 @@ class CTranslate2Translator:
     ``use_vmap``: restrict each batch's output vocabulary to the shortlist
     stored in the model (engine ``ctranslate2-shortlist``). ``parallel_batches``: decode each batch as that
     many parts side by side, on ``threads / parallel_batches`` threads each
-    (:func:`pet_fairseq.evaluation.ct2_worker.load_translator`). :meth:`close` ends the process.
+    (:func:`pet_fairseq.core.ctranslate2.decoding.load_translator`). :meth:`close` ends the process.
     """
 
     def __init__(self, label: str, model_dir: str, source_dictionary: Any, target_dictionary: Any, threads: int,

@@ -24,8 +24,9 @@ from typing import List, Optional
 
 from pet_fairseq.core.arguments import add_decoding_args, add_device_args, add_language_args, resolve_threads
 from pet_fairseq.core.cli import command
+from pet_fairseq.core.errors import ExportError
+from pet_fairseq.core.unroll import export_errors
 from pet_fairseq.export.shortlist import DEFAULT_FREQUENT, DEFAULT_PER_TOKEN
-from pet_fairseq.export.unroll import ExportError, export_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,25 +93,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quantizations():
-    from pet_fairseq.export.ctranslate2 import QUANTIZATIONS
+    from pet_fairseq.core.ctranslate2.convert import QUANTIZATIONS
 
     return QUANTIZATIONS
 
 
 def translate_command(args: argparse.Namespace) -> int:
     """The ``translate`` subcommand: hypotheses to --output/stdout, BLEU to stderr for a subset."""
-    from pet_fairseq.core.direction import check_direction
-    from pet_fairseq.evaluation import bleu, ct2_worker
-    from pet_fairseq.evaluation.checks import resolve_languages
-    from pet_fairseq.evaluation.ct2_model import (
+    from pet_fairseq.core import bleu
+    from pet_fairseq.core.checks import resolve_languages
+    from pet_fairseq.core.ctranslate2 import decoding
+    from pet_fairseq.core.ctranslate2.model_dir import (
         check_vocabularies,
         export_info,
         has_shortlist,
         is_model_dir,
-        read_subset,
         require_ctranslate2,
     )
-    from pet_fairseq.evaluation.postprocess import build_bpe_decoder, build_detokenizer
+    from pet_fairseq.core.ctranslate2.subset import read_subset
+    from pet_fairseq.core.direction import check_direction
+    from pet_fairseq.core.postprocess import build_bpe_decoder, build_detokenizer
 
     with export_errors():
         require_ctranslate2()
@@ -130,14 +132,14 @@ def translate_command(args: argparse.Namespace) -> int:
         sources = [line.split() for line in args.input.read_text(encoding="utf-8").splitlines()]
     threads = resolve_threads(args.threads)
     try:
-        translator = ct2_worker.load_translator(str(args.model_dir), threads, compute_type=args.compute_type,
-                                                parallel_batches=args.parallel_batches)
+        translator = decoding.load_translator(str(args.model_dir), threads, compute_type=args.compute_type,
+                                              parallel_batches=args.parallel_batches)
     except ValueError as exc:
         raise ExportError(f"--parallel-batches {args.parallel_batches} with --threads {threads}: {exc}") from exc
-    batches = ct2_worker.make_batches([len(s) for s in sources], args.batch_size, None)
+    batches = decoding.make_batches([len(s) for s in sources], args.batch_size, None)
     use_vmap = has_shortlist(args.model_dir) and not args.no_shortlist
-    results = ct2_worker.translate(translator, sources, batches, args.beam, args.max_len_a, args.max_len_b,
-                                   use_vmap=use_vmap)
+    results = decoding.translate(translator, sources, batches, args.beam, args.max_len_a, args.max_len_b,
+                                 use_vmap=use_vmap)
     unbpe = build_bpe_decoder(args.bpe, args.bpe_codes, args.sentencepiece_model)
     detok = build_detokenizer(args.tokenizer, tgt)
     hyps = [unbpe(" ".join(results[i][0])) for i in range(len(sources))]
@@ -167,11 +169,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                         source_text=args.source_text, target_text=args.target_text, frequent=args.frequent,
                         per_token=args.per_token, force=args.force)
     elif args.command == "unroll":
-        from pet_fairseq.export.unroll import unroll_checkpoint
+        from pet_fairseq.core.unroll import unroll_checkpoint
 
         unroll_checkpoint(args.student, args.out, check=not args.no_check)
     elif args.command == "ctranslate2":
-        from pet_fairseq.export.ctranslate2 import convert
+        from pet_fairseq.core.ctranslate2.convert import convert
 
         convert(args.student, args.out_dir, quantization=args.quantization, data_bin=args.data_bin,
                 source_lang=args.source_lang, target_lang=args.target_lang, force=args.force,

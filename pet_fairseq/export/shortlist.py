@@ -27,13 +27,13 @@ A shortlist is only right for the model whose dictionaries and direction it was 
 from another data-bin names tokens the model does not have (or has under other ids), one built with
 source and target swapped maps target tokens to source tokens. :meth:`Shortlist.write` therefore
 writes a record next to the vmap (``OUT.vmap.json``: language pair, data-bin, digests of both
-dictionaries and of the vmap), and :func:`check_shortlist` refuses to store a shortlist in a model
-whose language pair or dictionaries differ from the record, or that has no record.
+dictionaries and of the vmap), and the conversion refuses to store a shortlist in a model whose
+language pair or dictionaries differ from the record, or that has no record
+(:func:`pet_fairseq.core.ctranslate2.shortlist_record.check_shortlist`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -43,8 +43,9 @@ from typing import Sequence
 
 import numpy as np
 
+from pet_fairseq.core.ctranslate2.shortlist_record import RECORD_FORMAT, dictionary_digest, record_path
+from pet_fairseq.core.errors import ExportError
 from pet_fairseq.core.files import file_digest
-from pet_fairseq.export.unroll import ExportError
 
 logger = logging.getLogger("pet_fairseq.export")
 
@@ -52,8 +53,6 @@ logger = logging.getLogger("pet_fairseq.export")
 #: docs/export.md, "Vocabulary shortlist")
 DEFAULT_FREQUENT = 100
 DEFAULT_PER_TOKEN = 10
-#: version of the record written next to a vmap (:meth:`Shortlist.write`)
-RECORD_FORMAT = 1
 
 
 @dataclass
@@ -223,8 +222,8 @@ def write_shortlist(out: "str | Path", data_bin: "str | Path", source_lang: str,
         raise ExportError("give both --source-text and --target-text, or neither (then --subset of --data-bin is read)")
     vocabularies = [dictionary_symbols(data_bin / f"dict.{lang}.txt") for lang in (source_lang, target_lang)]
     if source_text is None:
-        from pet_fairseq.evaluation.ct2_model import read_subset
-        from pet_fairseq.export.unroll import export_errors
+        from pet_fairseq.core.ctranslate2.subset import read_subset
+        from pet_fairseq.core.unroll import export_errors
 
         with export_errors():
             sources, references = read_subset(data_bin, subset, source_lang, target_lang)
@@ -235,54 +234,3 @@ def write_shortlist(out: "str | Path", data_bin: "str | Path", source_lang: str,
     shortlist.write(out, data_bin, source_lang, target_lang)
     logger.info("%s; wrote %s and its record %s", shortlist.describe(), out, record_path(out).name)
     return shortlist
-
-
-def record_path(vmap: "str | Path") -> Path:
-    """Where the record of the shortlist ``vmap`` lies: ``VMAP.json`` next to it."""
-    vmap = Path(vmap)
-    return vmap.with_name(vmap.name + ".json")
-
-
-def dictionary_digest(path: Path) -> str:
-    """SHA-256 of a fairseq dictionary's symbols in id order (what the model's token ids stand for)."""
-    from pet_fairseq.evaluation.checks import load_symbols
-
-    if not path.is_file():
-        raise ExportError(f"the dictionary {path} does not exist; pass --data-bin with the model's data-bin")
-    return hashlib.sha256("\n".join(load_symbols(path)).encode("utf-8")).hexdigest()
-
-
-def check_shortlist(vmap: "str | Path", data_bin: "str | Path", source_lang: str, target_lang: str) -> dict:
-    """The record of ``vmap`` if it was built for a ``source_lang``->``target_lang`` model with ``data_bin``'s
-    dictionaries (``dict.{lang}.txt``); an :class:`ExportError` saying how to rebuild it otherwise.
-
-    Refused: no record or an unreadable one, a vmap changed after its record was written, another
-    language pair (swapped or different languages), another source or target dictionary.
-    """
-    vmap, data_bin = Path(vmap), Path(data_bin)
-    rebuild = (f"rebuild it for this model with python -m pet_fairseq.export shortlist NEW.vmap --data-bin {data_bin} "
-               f"--source-lang {source_lang} --target-lang {target_lang}")
-    path = record_path(vmap)
-    if not path.is_file():
-        raise ExportError(f"the vocabulary shortlist {vmap} has no record of the language pair and dictionaries it was "
-                          f"built for ({path} not found; shortlists written before this check have none): {rebuild}")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        record = None
-    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
-        raise ExportError(f"{path} is not a shortlist record (format {RECORD_FORMAT}): {rebuild}")
-    if file_digest(vmap) != record.get("vmap_sha256"):
-        raise ExportError(f"the vocabulary shortlist {vmap} was changed after {path} was written for it: {rebuild}")
-    built = (record.get("source_lang"), record.get("target_lang"))
-    if built != (source_lang, target_lang):
-        swapped = " (source and target swapped)" if built == (target_lang, source_lang) else ""
-        raise ExportError(f"the vocabulary shortlist {vmap} was built for {built[0]}->{built[1]}{swapped}, but the "
-                          f"model translates {source_lang}->{target_lang}: {rebuild}")
-    for side, lang in (("source", source_lang), ("target", target_lang)):
-        dictionary = data_bin / f"dict.{lang}.txt"
-        if dictionary_digest(dictionary) != record.get(f"{side}_dictionary_sha256"):
-            raise ExportError(f"the vocabulary shortlist {vmap} was built with the dictionaries of "
-                              f"{record.get('data_bin')}, whose {side} dictionary is not the model's {dictionary}: "
-                              f"{rebuild}")
-    return record

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pet_fairseq.core.cli import command
+from pet_fairseq.core.errors import InputError
 from pet_fairseq.pruning.errors import PruningError
 from pet_fairseq.pruning.greedy import ORDERS, Step, check_targets, search
 from pet_fairseq.pruning.scoring import METRICS, ScoreSettings, checkpoint_score, load_validation
@@ -76,18 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
-    from pet_fairseq.evaluation.checkpoint import read_checkpoint
-    from pet_fairseq.evaluation.errors import EvaluationError
+    from pet_fairseq.core.checkpoint import read_checkpoint
 
     try:
         return read_checkpoint(path)
-    except EvaluationError as err:
+    except InputError as err:
         raise PruningError(f"--path: {err}") from err
 
 
 def _check_data(state: dict, args: argparse.Namespace) -> tuple[str, str]:
-    from pet_fairseq.evaluation import checks
-    from pet_fairseq.evaluation.errors import EvaluationError
+    from pet_fairseq.core import checks
 
     data_bin = Path(args.data_bin)
     if not data_bin.is_dir():
@@ -96,7 +95,7 @@ def _check_data(state: dict, args: argparse.Namespace) -> tuple[str, str]:
         src, tgt = checks.resolve_languages(state, data_bin, args.source_lang, args.target_lang)
         checks.check_subset(data_bin, args.subset, src, tgt)
         checks.check_dictionaries(state, data_bin, src, tgt)
-    except EvaluationError as err:
+    except InputError as err:
         raise PruningError(str(err)) from err
     return src, tgt
 

@@ -1,7 +1,7 @@
 """Scoring a model on a validation subset: token NLL (fast, default) or BLEU of beam-search output.
 
-The model, task and batches are loaded once (:func:`load_validation`, reusing the evaluation
-tool's fairseq-generate-like loader); candidates are then scored on the same cached batches by
+The model, task and batches are loaded once (:func:`load_validation`, with the core's
+fairseq-generate-like loader, :mod:`pet_fairseq.core.decode`); candidates are then scored on the same cached batches by
 running the loaded model with some depths skipped (:func:`pet_fairseq.pruning.surgery.skipping`).
 """
 
@@ -51,7 +51,7 @@ class Validation:
     """A loaded model and the cached batches of the subset it is scored on."""
 
     settings: ScoreSettings
-    decoder: Any  # pet_fairseq.evaluation.decode.Decoder
+    decoder: Any  # pet_fairseq.core.decode.Decoder
     batches: list[dict]
 
     @property
@@ -82,7 +82,7 @@ def load_validation(checkpoint: str | Path, settings: ScoreSettings) -> Validati
     """Load ``checkpoint`` like fairseq-generate (data overridden) and batch the first sentences of the subset."""
     if settings.metric not in METRICS:
         raise PruningError(f"unknown metric {settings.metric!r}; choose one of {', '.join(METRICS)}")
-    from pet_fairseq.evaluation.decode import load_decoder, make_batches
+    from pet_fairseq.core.decode import load_decoder, make_batches
 
     job = _job(settings, checkpoint)
     decoder = load_decoder(job)
@@ -114,8 +114,8 @@ def bleu(decoder: Any, batches: list[dict], remove_bpe: str | None) -> float:
     """Tokenized corpus BLEU (fairseq-generate ``--scoring bleu`` style) of beam-search output."""
     from fairseq.data.data_utils import post_process
 
-    from pet_fairseq.evaluation.bleu import tok_bleu
-    from pet_fairseq.evaluation.decode import translate_subset
+    from pet_fairseq.core.bleu import tok_bleu
+    from pet_fairseq.core.decode import translate_subset
 
     unbpe: Callable[[str], str] = (lambda s: post_process(s, remove_bpe)) if remove_bpe else (lambda s: s)
     hyps, refs = translate_subset(decoder, batches, unbpe)

@@ -204,7 +204,7 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write an inference checkpoint (no optimizer/criterion state) atomically: a reader never sees half a file."""
     import torch
 
-    from pet_fairseq.evaluation.checkpoint import inference_state
+    from pet_fairseq.core.checkpoint import inference_state
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 from pet_fairseq.core.arguments import add_device_args, add_language_args
 from pet_fairseq.core.cli import command
+from pet_fairseq.core.ctranslate2 import decoding
 from pet_fairseq.core.files import file_digest
-from pet_fairseq.evaluation import ct2_worker
 from pet_fairseq.seqkd.corpus import (
     DEGENERATE_POLICIES,
     MAX_REPLACED,
@@ -117,7 +117,7 @@ def check_options(args: argparse.Namespace) -> None:
         problems.append("--parallel-batches applies to --engine ctranslate2; fairseq uses --threads inside each batch")
     elif args.engine == "ctranslate2" and args.parallel_batches >= 1 and args.threads >= 0:
         try:
-            ct2_worker.check_parallel_batches(args.parallel_batches, args.threads or torch.get_num_threads())
+            decoding.check_parallel_batches(args.parallel_batches, args.threads or torch.get_num_threads())
         except ValueError as exc:
             problems.append(f"--parallel-batches {args.parallel_batches} with --threads {args.threads}: {exc}")
     if args.device.startswith("cuda"):
@@ -187,7 +187,7 @@ def decode_shard(decoder: TeacherDecoder, split: Split, indices: range, args: ar
     """Hypotheses of the sentences ``indices`` (in order) and the shard's record without fingerprint."""
     eos = split.src_dict.eos()
     sources = [[t for t in split.sources[i].tolist() if t != eos] for i in indices]
-    batches = ct2_worker.make_batches([len(s) for s in sources], args.batch_size, args.max_tokens)
+    batches = decoding.make_batches([len(s) for s in sources], args.batch_size, args.max_tokens)
     hypotheses: List[Optional[List[int]]] = [None] * len(sources)
     empty, runaway, tokens, start = [], [], 0, time.perf_counter()
     for batch in batches:

@@ -5,7 +5,7 @@ fairseq's length limit per batch, ``max_len = a · (longest source + EOS) + b``,
 best hypothesis of each sentence as token ids without EOS, with a flag saying whether it stopped
 at that limit instead of at EOS. Greedy decoding is ``beam = 1``.
 
-The CTranslate2 engine converts the teacher once (with :func:`pet_fairseq.export.ctranslate2.convert`)
+The CTranslate2 engine converts the teacher once (with :func:`pet_fairseq.core.ctranslate2.convert.convert`)
 into the work folder; ``float32`` reproduces fairseq's hypotheses up to floating-point ties,
 ``int8`` trades a little fidelity for speed.
 """
@@ -20,7 +20,7 @@ from typing import List, Protocol, Sequence, Tuple
 import torch
 from fairseq.data import data_utils
 
-from pet_fairseq.evaluation import ct2_worker
+from pet_fairseq.core.ctranslate2 import decoding
 from pet_fairseq.seqkd.corpus import SeqKDError, Split
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class DecodeOptions:
 
     def limit(self, source_lengths: Sequence[int]) -> int:
         """Most tokens before EOS for a batch whose sources (without EOS) have these lengths."""
-        return ct2_worker.max_decoding_length(source_lengths, self.max_len_a, self.max_len_b)
+        return decoding.max_decoding_length(source_lengths, self.max_len_a, self.max_len_b)
 
 
 class TeacherDecoder(Protocol):
@@ -88,16 +88,16 @@ class FairseqTeacher:
 
 
 class CTranslate2Teacher:
-    """The teacher converted to CTranslate2 (once, into ``model_dir``), decoded with ``translate_batch``.
+    """The teacher converted to CTranslate2 (once, into ``model_dir``), decoded with the core's beam search.
 
     ``parallel_batches``: decode each batch as that many parts side by side, one thread-share each
-    (:func:`pet_fairseq.evaluation.ct2_worker.load_translator`); the hypotheses do not change.
+    (:func:`pet_fairseq.core.ctranslate2.decoding.load_translator`); the hypotheses do not change.
     """
 
     def __init__(self, teacher: Path, split: Split, options: DecodeOptions, model_dir: Path,
                  compute_type: str = "float32", device: str = "cpu", threads: int = 0,
                  parallel_batches: int = 1) -> None:
-        from pet_fairseq.export.ctranslate2 import convert
+        from pet_fairseq.core.ctranslate2.convert import convert
 
         if not (model_dir / "model.bin").is_file():
             logger.info("converting the teacher to CTranslate2 (%s) in %s", compute_type, model_dir)
@@ -105,8 +105,8 @@ class CTranslate2Teacher:
                     source_lang=split.src, target_lang=split.tgt, force=True)
         threads = threads or torch.get_num_threads()
         try:
-            self.translator = ct2_worker.load_translator(str(model_dir), threads, device,
-                                                         parallel_batches=parallel_batches)
+            self.translator = decoding.load_translator(str(model_dir), threads, device,
+                                                       parallel_batches=parallel_batches)
         except ValueError as exc:
             raise SeqKDError(f"--parallel-batches {parallel_batches} with {threads} threads: {exc}") from exc
         self.options, self.split = options, split
@@ -114,8 +114,8 @@ class CTranslate2Teacher:
     def decode(self, sources: List[List[int]]) -> List[Hypothesis]:
         src_dict, tgt_dict = self.split.src_dict, self.split.tgt_dict
         limit = self.options.limit([len(s) for s in sources])
-        results = ct2_worker.search(self.translator, [[src_dict[i] for i in s] for s in sources], self.options.beam,
-                                    limit, length_penalty=self.options.lenpen)
+        results = decoding.search(self.translator, [[src_dict[i] for i in s] for s in sources], self.options.beam,
+                                  limit, length_penalty=self.options.lenpen)
         out = []
         for result in results:
             ids = [tgt_dict.index(token) for token in result.hypotheses[0]]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from pet_fairseq.core.plateau import plateau
-from pet_fairseq.evaluation.training_cost import training_cost
+from pet_fairseq.core.training_cost import training_cost
 from pet_fairseq.study.curves import CurvePoint, valid_points
 from pet_fairseq.study.spec import Variant
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import List, NamedTuple, Optional, Tuple
 
 import torch
-from fairseq import checkpoint_utils, models
+from fairseq import models
 from fairseq.data import Dictionary, data_utils
 from fairseq.dataclass import ChoiceEnum
 from fairseq.models import FairseqEncoderDecoderModel
@@ -26,6 +26,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import OmegaConf, open_dict
 from torch import Tensor, nn
 
+from pet_fairseq.core.checkpoint import read_teacher_checkpoint
 from pet_fairseq.core.errors import ConfigError, MissingFileError
 from pet_fairseq.core.teacher_cache import TeacherCache
 
@@ -271,31 +272,6 @@ class DistillationTask(TranslationTask):
                     f"{dtype} kernel for one of its operations there; pass --teacher-dtype fp32 (or train on a GPU)"
                 ) from err
             raise
-
-
-def read_teacher_checkpoint(path: str) -> dict:
-    """Load a teacher checkpoint on the CPU, or raise a ValueError saying in plain words what the file is."""
-    try:
-        state = checkpoint_utils.load_checkpoint_to_cpu(path)
-    except Exception as err:  # torch/pickle raise many types for a non-checkpoint file
-        try:
-            torch.load(path, map_location="cpu")
-        except Exception:
-            raise ConfigError(
-                f"teacher checkpoint {path!r} is not a fairseq checkpoint (torch could not unpickle it): "
-                "pass the .pt file written by fairseq-train, e.g. checkpoints/teacher/checkpoint_best.pt"
-            ) from err
-        raise ConfigError(
-            f"teacher checkpoint {path!r} is a torch file but fairseq cannot read it as a checkpoint "
-            f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else 'no detail'}): "
-            "pass the .pt file written by fairseq-train"
-        ) from err
-    if not isinstance(state, dict) or state.get("cfg") is None or "model" not in state:
-        raise ConfigError(
-            f"teacher checkpoint {path!r} is a torch file but not a fairseq checkpoint (no 'model' and 'cfg' "
-            "entries): pass the .pt file written by fairseq-train"
-        )
-    return state
 
 
 def teacher_direction(teacher_task) -> Tuple[Optional[Tuple[str, str]], str]:

@@ -88,7 +88,7 @@ def check_options(args: argparse.Namespace) -> None:
 
 def load(args: argparse.Namespace):
     """The model (backend), its data-bin's recipe and the language pair, as the options say."""
-    from pet_fairseq.evaluation.ct2_model import is_model_dir
+    from pet_fairseq.core.ctranslate2.model_dir import is_model_dir
 
     if args.model.is_dir():
         if not is_model_dir(args.model):

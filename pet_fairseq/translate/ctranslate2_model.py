@@ -2,7 +2,7 @@
 
 The model directory is the one ``python -m pet_fairseq.export ctranslate2`` writes; loading,
 batching (sorted by length, as fairseq batches) and beam search are
-:mod:`pet_fairseq.evaluation.ct2_worker`'s, with the checks of :mod:`pet_fairseq.evaluation.ct2_model`
+:mod:`pet_fairseq.core.ctranslate2.decoding`'s, with the checks of :mod:`pet_fairseq.core.ctranslate2.model_dir`
 (the model's vocabularies must be the data-bin's dictionaries). A model that stores a vocabulary
 shortlist is decoded with it.
 """
@@ -12,10 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from pet_fairseq.core.checks import resolve_languages
+from pet_fairseq.core.ctranslate2 import decoding
+from pet_fairseq.core.ctranslate2.model_dir import (
+    check_vocabularies,
+    export_info,
+    has_shortlist,
+    is_model_dir,
+    read_model_variables,
+    require_ctranslate2,
+)
 from pet_fairseq.core.direction import check_direction
-from pet_fairseq.evaluation import ct2_worker
-from pet_fairseq.evaluation.checks import resolve_languages
-from pet_fairseq.evaluation.ct2_model import check_vocabularies, export_info, has_shortlist, is_model_dir, require_ctranslate2
 from pet_fairseq.translate.lines import TranslateError
 
 #: fairseq's default ``max_source_positions``, assumed when model.bin holds no position table
@@ -28,7 +35,7 @@ def source_positions(model_dir: Path) -> int:
     CTranslate2's fairseq converter stores fairseq's table without its padding rows, so the row
     count is the checkpoint's ``max_source_positions`` (end-of-sentence included).
     """
-    for name, shape, _ in ct2_worker.read_model_variables(model_dir / "model.bin"):
+    for name, shape, _ in read_model_variables(model_dir / "model.bin"):
         if name.startswith("encoder") and name.endswith("position_encodings/encodings") and shape:
             return int(shape[0])
     return DEFAULT_SOURCE_POSITIONS
@@ -45,9 +52,9 @@ class CTranslate2Model:
 
     def translate(self, sources: list[list[str]]) -> list[str]:
         """Best hypotheses (BPE kept) of ``sources``, in input order."""
-        batches = ct2_worker.make_batches([len(s) for s in sources], self.batch_size, None)
-        results = ct2_worker.translate(self.translator, sources, batches, self.beam, self.max_len_a, self.max_len_b,
-                                       self.use_vmap)
+        batches = decoding.make_batches([len(s) for s in sources], self.batch_size, None)
+        results = decoding.translate(self.translator, sources, batches, self.beam, self.max_len_a, self.max_len_b,
+                                     self.use_vmap)
         return [" ".join(results[i][0]) for i in range(len(sources))]
 
 
@@ -59,7 +66,7 @@ def load_ctranslate2_model(model_dir: Path, data_bin: Optional[Path], source_lan
     """Load a CTranslate2 model directory; ``data_bin`` defaults to the one recorded at export.
 
     ``parallel_batches``: decode each batch as that many parts side by side on ``threads / parallel_batches``
-    threads each (:func:`pet_fairseq.evaluation.ct2_worker.load_translator`). ``use_shortlist``: decode
+    threads each (:func:`pet_fairseq.core.ctranslate2.decoding.load_translator`). ``use_shortlist``: decode
     with the model's vocabulary shortlist when it stores one (False: over the whole target vocabulary).
 
     Returns the model, the data-bin (where the recipe is) and the (source, target) languages:
@@ -81,8 +88,8 @@ def load_ctranslate2_model(model_dir: Path, data_bin: Optional[Path], source_lan
     if device.split(":")[0] not in ("cpu", "cuda"):
         raise TranslateError(f"--device {device}: CTranslate2 models run on cpu or cuda")
     try:
-        translator = ct2_worker.load_translator(str(model_dir), threads, device.split(":")[0],
-                                                parallel_batches=parallel_batches)
+        translator = decoding.load_translator(str(model_dir), threads, device.split(":")[0],
+                                              parallel_batches=parallel_batches)
     except ValueError as exc:
         raise TranslateError(f"--parallel-batches {parallel_batches} with --threads {threads}: {exc}") from exc
     model = CTranslate2Model(translator, source_positions(model_dir) - 1, beam, max_len_a, max_len_b, batch_size,

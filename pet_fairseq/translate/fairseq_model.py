@@ -1,8 +1,8 @@
 """Batched beam search over subword token lists with a fairseq checkpoint (student or teacher).
 
-The checkpoint is read with the evaluation tool's checks (plain errors for a file that is not a
+The checkpoint is read with the core's checks (plain errors for a file that is not a
 checkpoint, for dictionaries that differ from the data-bin's) and loaded with
-:func:`pet_fairseq.evaluation.decode.load_model` (``load_model_ensemble_and_task`` and fairseq's
+:func:`pet_fairseq.core.decode.load_model` (``load_model_ensemble_and_task`` and fairseq's
 ``SequenceGenerator``); batches are built as ``fairseq-interactive`` builds them
 (``task.build_dataset_for_inference`` + ``task.get_batch_iterator``, sorted by length) and decoded
 with ``task.inference_step``, so a prepared line gets the hypothesis ``fairseq-generate`` prints for it.
@@ -15,10 +15,10 @@ from typing import Optional
 
 from fairseq import utils
 
+from pet_fairseq.core.checkpoint import read_checkpoint
+from pet_fairseq.core.checks import check_dictionaries, resolve_languages, task_config
+from pet_fairseq.core.decode import Decoder, load_model
 from pet_fairseq.core.direction import check_direction
-from pet_fairseq.evaluation.checkpoint import read_checkpoint
-from pet_fairseq.evaluation.checks import check_dictionaries, resolve_languages, task_config
-from pet_fairseq.evaluation.decode import Decoder, load_model
 from pet_fairseq.translate.lines import TranslateError
 
 

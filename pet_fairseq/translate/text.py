@@ -2,13 +2,14 @@
 
 The steps are the preparation pipeline's own (:class:`~pet_fairseq.preprocessing.text.LineProcessor`
 for Moses tokenization and lowercasing, :mod:`~pet_fairseq.preprocessing.bpe` for the subword
-model) and the evaluation tool's post-processing (:mod:`~pet_fairseq.evaluation.postprocess`: fairseq's
-BPE decoders, sacremoses' detokenizer), so a line is prepared exactly like the data-bin's test set.
+model) and the core's post-processing (:mod:`~pet_fairseq.core.postprocess`: fairseq's BPE
+decoders, sacremoses' detokenizer, as the evaluation tool uses them), so a line is prepared
+exactly like the data-bin's test set.
 """
 
 from __future__ import annotations
 
-from pet_fairseq.evaluation.postprocess import build_bpe_decoder, build_detokenizer
+from pet_fairseq.core.postprocess import build_bpe_decoder, build_detokenizer
 from pet_fairseq.preprocessing.bpe import segmenter_factory
 from pet_fairseq.preprocessing.recipe import FAIRSEQ_BPE, DataRecipe
 from pet_fairseq.preprocessing.text import LineProcessor, perl_lowercase

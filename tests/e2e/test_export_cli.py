@@ -91,8 +91,8 @@ def ct2_models(student, multi30k_bin, tmp_path_factory):
 
 
 def test_ctranslate2_float32_gives_fairseqs_hypotheses(ct2_models, fairseq_hypotheses, multi30k_bin, tmp_path):
-    from pet_fairseq.evaluation import ct2_worker
-    from pet_fairseq.evaluation.ct2_model import read_subset
+    from pet_fairseq.core.ctranslate2 import decoding
+    from pet_fairseq.core.ctranslate2.subset import read_subset
 
     sources, _ = read_subset(multi30k_bin, "test", "de", "en")
     hyp_file = tmp_path / "ct2.float32.txt"
@@ -113,7 +113,7 @@ def test_ctranslate2_float32_gives_fairseqs_hypotheses(ct2_models, fairseq_hypot
     # the same function: CTranslate2's log-probabilities of fairseq's hypotheses (EOS included) equal
     # fairseq's positional scores (P- lines, bits, printed to 4 decimals) token by token. (Beam-search
     # *scores* are not compared: CTranslate2 normalizes the final score its own way, ~1% off fairseq's.)
-    translator = ct2_worker.load_translator(str(ct2_models / "float32"), threads=1)
+    translator = decoding.load_translator(str(ct2_models / "float32"), threads=1)
     targets = [fairseq_hypotheses[i][1].split() for i in range(100)]
     for i, result in enumerate(translator.score_batch(sources, targets)):
         positional = fairseq_hypotheses[i][2]
@@ -122,7 +122,7 @@ def test_ctranslate2_float32_gives_fairseqs_hypotheses(ct2_models, fairseq_hypot
 
 
 def test_ctranslate2_int8_translates_and_reports_bleu(ct2_models, multi30k_bin, tmp_path):
-    from pet_fairseq.evaluation.ct2_worker import directory_bytes
+    from pet_fairseq.core.ctranslate2.model_dir import directory_bytes
 
     log = export("translate", str(ct2_models / "int8"), "--data-bin", str(multi30k_bin),
                  "--output", str(tmp_path / "int8.txt"), *LIMITS)
@@ -132,7 +132,7 @@ def test_ctranslate2_int8_translates_and_reports_bleu(ct2_models, multi30k_bin, 
 
 
 def test_compare_puts_the_ctranslate2_model_beside_the_fairseq_student(student, ct2_models, multi30k_bin, tmp_path):
-    from pet_fairseq.evaluation.ct2_worker import count_parameters, directory_bytes
+    from pet_fairseq.core.ctranslate2.model_dir import count_parameters, directory_bytes
 
     out = tmp_path / "compare"
     proc = run([sys.executable, "-m", "pet_fairseq.evaluation.compare", "--data-bin", str(multi30k_bin),

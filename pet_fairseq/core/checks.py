@@ -1,4 +1,10 @@
-"""Up-front checks that turn bad inputs into clear messages (data-bin, subset, dictionaries)."""
+"""Up-front checks that turn bad inputs into clear messages (data-bin, subset, dictionaries).
+
+A loaded checkpoint (:mod:`pet_fairseq.core.checkpoint`) against the data-bin a tool is given: its
+language pair, whether the subset is binarized, whether its dictionaries are the data-bin's. Each
+problem is an :class:`~pet_fairseq.core.errors.InputError` that names the files and the fix.
+Importing this module imports neither torch nor fairseq.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from argparse import Namespace
 from pathlib import Path
 from typing import Any, Sequence
 
-from pet_fairseq.evaluation.errors import EvaluationError
+from pet_fairseq.core.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +43,7 @@ def resolve_languages(
     pairs = sorted({p.name.split(".")[1] for p in data_bin.glob("*.*-*.*.idx")})
     if len(pairs) == 1:
         return tuple(pairs[0].split("-"))  # type: ignore[return-value]
-    raise EvaluationError(
+    raise InputError(
         f"cannot tell the language pair of {data_bin} (found pairs: {', '.join(pairs) or 'none'}); "
         "pass --source-lang and --target-lang"
     )
@@ -57,13 +63,13 @@ def available_subsets(data_bin: Path) -> list[str]:
 
 
 def check_subset(data_bin: Path, subset: str, src: str, tgt: str) -> None:
-    """Raise :class:`EvaluationError` naming the files looked for if ``subset`` is not binarized."""
+    """Raise :class:`InputError` naming the files looked for if ``subset`` is not binarized."""
     candidates = subset_files(data_bin, subset, src, tgt)
     if any(all(path.is_file() for path in files) for files in candidates):
         return
     looked_for = "; ".join(", ".join(p.name for p in files) for files in candidates)
     available = ", ".join(available_subsets(data_bin)) or "none"
-    raise EvaluationError(
+    raise InputError(
         f"subset '{subset}' ({src}-{tgt}) not found in {data_bin}: looked for {looked_for}. "
         f"Subsets present: {available}. Binarize it with fairseq-preprocess --testpref/--validpref, "
         "or pick one of those with --subset"
@@ -127,12 +133,12 @@ def dictionary_problems(state: dict[str, Any], data_bin: Path, src: str, tgt: st
 
 
 def check_dictionaries(state: dict[str, Any], data_bin: Path, src: str, tgt: str) -> None:
-    """Raise :class:`EvaluationError` if the checkpoint was trained with other dictionaries."""
+    """Raise :class:`InputError` if the checkpoint was trained with other dictionaries."""
     problems = dictionary_problems(state, data_bin, src, tgt)
     if not problems:
         return
     train_dir = task_config(state).get("data") or "the model's training data-bin"
-    raise EvaluationError(
+    raise InputError(
         "dictionary mismatch between checkpoint and --data-bin: " + "; ".join(problems) + ". "
         f"Evaluate with the data-bin the model was trained on, or binarize the test set with the "
         f"model's dictionaries: fairseq-preprocess --srcdict {train_dir}/dict.{src}.txt "

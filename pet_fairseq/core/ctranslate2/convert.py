@@ -1,10 +1,15 @@
-"""CTranslate2 export: unroll a student, convert it with CTranslate2's fairseq converter.
+"""Conversion to CTranslate2: unroll a student, convert it with CTranslate2's fairseq converter.
+
+``python -m pet_fairseq.export ctranslate2`` and sequence-level KD's CTranslate2 teacher
+(:mod:`pet_fairseq.seqkd.engines`) convert with :func:`convert`, so both write the same model
+directory (with :data:`~pet_fairseq.core.ctranslate2.model_dir.EXPORT_INFO`, the record of where the
+model came from).
 
 ``ctranslate2`` is an optional extra (``pip install -e .[ctranslate2]``); it is imported only when
 a function here needs it. Its converter imports fairseq and builds the model from the checkpoint's
 configuration, so it only knows standard fairseq architectures: PET students are unrolled first
-(:mod:`pet_fairseq.export.unroll`). Reading, checking and decoding the model directories written
-here is :mod:`pet_fairseq.evaluation.ct2_model`'s.
+(:mod:`pet_fairseq.core.unroll`). Reading and checking the model directories written here is
+:mod:`pet_fairseq.core.ctranslate2.model_dir`'s, decoding them :mod:`pet_fairseq.core.ctranslate2.decoding`'s.
 """
 
 import argparse
@@ -17,12 +22,11 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from pet_fairseq.core.checks import resolve_languages
+from pet_fairseq.core.ctranslate2.model_dir import EXPORT_INFO, directory_bytes, require_ctranslate2
+from pet_fairseq.core.ctranslate2.shortlist_record import check_shortlist
 from pet_fairseq.core.direction import check_direction
-from pet_fairseq.evaluation.checks import resolve_languages
-from pet_fairseq.evaluation.ct2_model import EXPORT_INFO, require_ctranslate2
-from pet_fairseq.evaluation.ct2_worker import directory_bytes
-from pet_fairseq.export.shortlist import check_shortlist
-from pet_fairseq.export.unroll import (
+from pet_fairseq.core.unroll import (
     PLAIN_FAIRSEQ_NOTE,
     ExportError,
     export_errors,
@@ -60,8 +64,8 @@ def convert(student: "str | os.PathLike", out_dir: "str | os.PathLike", quantiza
     ``data_bin`` holds the ``dict.{lang}.txt`` dictionaries (default: the model's training data-bin).
     ``vocab_shortlist``: a vocabulary-mapping file (:mod:`pet_fairseq.export.shortlist`) stored in the
     model as ``vmap.txt``; decoding uses it when asked to (``use_vmap``). It is checked first
-    (:func:`~pet_fairseq.export.shortlist.check_shortlist`): its record must name the model's language
-    pair and dictionaries.
+    (:func:`~pet_fairseq.core.ctranslate2.shortlist_record.check_shortlist`): its record must name the
+    model's language pair and dictionaries.
     """
     with export_errors():
         ctranslate2 = require_ctranslate2()

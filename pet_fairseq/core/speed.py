@@ -2,7 +2,8 @@
 
 The one timing loop behind every speed figure of the project: the comparison tool's decoding
 processes (fairseq and CTranslate2), the length benchmark and the paper-size speed benchmark.
-Standard library only, so the torch-free CTranslate2 worker can load it from its file.
+Standard library only, so the torch-free CTranslate2 worker (:mod:`pet_fairseq.evaluation.ct2_worker`)
+imports it.
 """
 
 from __future__ import annotations

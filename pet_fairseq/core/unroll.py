@@ -23,6 +23,10 @@ issue #5036; 96 of 100 sentences translated), which the plugin fixes only when i
 Nothing stored in the checkpoint can change that: fairseq-generate batches with its own
 command-line options (a stored ``dataset.required_batch_size_multiple`` is not read), so the
 unroll log says it (:data:`PLAIN_FAIRSEQ_NOTE`).
+
+``python -m pet_fairseq.export unroll`` writes such a checkpoint (:func:`unroll_checkpoint`); the
+conversion to CTranslate2 (:mod:`pet_fairseq.core.ctranslate2.convert`) unrolls first. A checkpoint
+that cannot be unrolled raises :class:`~pet_fairseq.core.errors.ExportError`.
 """
 
 import argparse
@@ -38,9 +42,8 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 
-from pet_fairseq.core.errors import PetError
-from pet_fairseq.evaluation.checkpoint import inference_state, read_checkpoint
-from pet_fairseq.evaluation.errors import EvaluationError
+from pet_fairseq.core.checkpoint import inference_state, read_checkpoint
+from pet_fairseq.core.errors import ExportError, InputError
 from pet_fairseq.sharing import LayerPlan
 
 logger = logging.getLogger("pet_fairseq.export")
@@ -57,10 +60,6 @@ PLUGIN_TASK_OPTIONS = ("teacher_path", "confidence_threshold")
 PLAIN_FAIRSEQ_NOTE = ("plain fairseq-generate (no --user-dir) needs --required-batch-size-multiple 1 with it: "
                       "otherwise fairseq 0.12 drops the last batch when its size is not a multiple of 8 "
                       "(fairseq issue #5036)")
-
-
-class ExportError(PetError):
-    """A checkpoint that cannot be exported, with the reason and what to do."""
 
 
 @dataclasses.dataclass
@@ -297,10 +296,10 @@ def unroll_state(state: Dict[str, Any], path: Path = Path("<checkpoint>")) -> Tu
 
 @contextlib.contextmanager
 def export_errors() -> Iterator[None]:
-    """Re-raise an :class:`EvaluationError` of the evaluation tool's checks as an :class:`ExportError`."""
+    """Re-raise an :class:`InputError` of the core's readers and checks as an :class:`ExportError`."""
     try:
         yield
-    except EvaluationError as exc:
+    except InputError as exc:
         raise ExportError(str(exc)) from exc
 
 
