@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 import subprocess
@@ -10,6 +11,7 @@ import tomllib
 
 import pytest
 
+from pet_fairseq.core.arguments import SHARED_DEFAULTS, OwnDefault, add_decoding_args, add_language_args, own_default_reason
 from pet_fairseq.core.cli import command, setup_logging
 from pet_fairseq.core.errors import EXIT_USER_ERROR, ConfigError, MissingFileError, PetError
 from tests.conftest import REPO, VENV_BIN
@@ -117,3 +119,89 @@ def test_an_installed_command_reports_a_bad_input_in_one_line():
                           text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr == "error: /nonexistent/train.log does not exist: pass the run's fairseq log (train.log)\n"
+
+
+#: option string -> destination of every option the shared groups (pet_fairseq.core.arguments) declare
+SHARED_OPTIONS = {"--" + dest.replace("_", "-"): dest for dest in SHARED_DEFAULTS}
+
+
+def walk(name: str, parser: argparse.ArgumentParser):
+    """``(name, parser)`` of ``parser`` and of its subcommands' parsers (``pet-export ctranslate2``, ...)."""
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, subparser in action.choices.items():
+                yield from walk(f"{name} {sub}", subparser)
+
+
+def command_parsers() -> list[tuple[str, argparse.ArgumentParser]]:
+    """Every console script's parser (subcommands included), built with its module's ``build_parser`` without
+    running the tool. A module without one builds its parser inside ``main``: it must not declare a shared option."""
+    found = []
+    for name, target in entry_points().items():
+        module = target.partition(":")[0]
+        build = getattr(importlib.import_module(module), "build_parser", None)
+        if build is None:
+            source = (REPO / (module.replace(".", "/") + ".py")).read_text(encoding="utf-8")
+            declared = [option for option in SHARED_OPTIONS if f'"{option}"' in source]
+            assert not declared, f"{name} declares {', '.join(declared)} in main: give it a build_parser() with the shared groups"
+            continue
+        found += walk(name, build())
+    return found
+
+
+def batch_size_or_max_tokens(parser: argparse.ArgumentParser, action: argparse.Action) -> bool:
+    """Whether ``action`` is the ``--batch-size`` of ``add_decoding_args(max_tokens=True)``: one of it and
+    ``--max-tokens``, ``None`` meaning the shared batch size unless ``--max-tokens`` is given."""
+    return any(action in group._group_actions and any("--max-tokens" in a.option_strings for a in group._group_actions)
+               for group in parser._mutually_exclusive_groups)
+
+
+def test_every_command_gives_a_shared_option_the_same_destination_and_default():
+    problems, seen = [], {option: [] for option in SHARED_OPTIONS}
+    for name, parser in command_parsers():
+        for action in parser._actions:
+            for option in sorted(set(action.option_strings) & set(SHARED_OPTIONS)):
+                dest = SHARED_OPTIONS[option]
+                seen[option].append(name)
+                if action.dest != dest:
+                    problems.append(f"{name} {option}: destination {action.dest!r}, elsewhere {dest!r}")
+                reason = own_default_reason(action)
+                if action.default == SHARED_DEFAULTS[dest] or (dest == "batch_size" and action.default is None
+                                                               and batch_size_or_max_tokens(parser, action)):
+                    assert reason is None
+                elif reason is None:
+                    problems.append(f"{name} {option}: default {action.default!r}, elsewhere {SHARED_DEFAULTS[dest]!r}: "
+                                    "use the shared group, or pass core.arguments.OwnDefault(value, why) to it")
+                elif reason.replace("%", "%%") not in action.help:
+                    problems.append(f"{name} {option}: the help does not say why the default differs")
+    assert not problems, "\n".join(problems)
+    # the check has something to check: every shared option is in several commands
+    assert all(len(names) >= 2 for names in seen.values()), {option: names for option, names in seen.items() if len(names) < 2}
+    assert {"pet-seqkd", "pet-prune", "pet-length-benchmark", "pet-speed-benchmark", "pet-kdcache", "pet-export ctranslate2",
+            "pet-export shortlist", "pet-study"} <= {name for names in seen.values() for name in names}
+
+
+def test_seqkd_keeps_the_decoding_defaults_its_corpora_and_studies_were_made_with():
+    """A study records ``python -m pet_fairseq.seqkd`` commands without these options and reuses a corpus whose
+    recorded command is unchanged, and every shard's fingerprint holds them: changing one changes the corpus."""
+    from pet_fairseq.seqkd.cli import build_parser
+
+    args = build_parser().parse_args(["bin", "--teacher", "t.pt", "--out", "out"])
+    assert (args.beam, args.batch_size, args.max_tokens, args.max_len_a, args.max_len_b, args.lenpen, args.threads,
+            args.parallel_batches, args.device) == (5, 128, 6000, 1.2, 10, 1.0, 0, 1, "cpu")
+
+
+def test_an_own_default_needs_a_reason_and_another_value():
+    add_decoding_args(argparse.ArgumentParser(), own={"beam": OwnDefault(4, "fast")})
+    for own in ({"beam": OwnDefault(5, "same as the shared one")}, {"beam": OwnDefault(4, " ")},
+                {"max_tokens": OwnDefault(10, "not a shared option")}):
+        with pytest.raises(ValueError):
+            add_decoding_args(argparse.ArgumentParser(), own=own)
+    with pytest.raises(ValueError, match="does not declare"):
+        add_decoding_args(argparse.ArgumentParser(), only=("batch_size",), own={"beam": OwnDefault(4, "fast")})
+    parser = argparse.ArgumentParser()
+    add_language_args(parser, own={"source_lang": OwnDefault("de", "100% German data")})
+    action = next(a for a in parser._actions if a.dest == "source_lang")
+    assert own_default_reason(action) == "100% German data" and "100% German data" in parser.format_help()
+    assert parser.parse_args([]).source_lang == "de"

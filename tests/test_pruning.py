@@ -220,6 +220,8 @@ def test_cli_input_errors(data_dir, tmp_path, capsys):
         (["--path", str(not_ckpt), "--target-encoder-layers", "1"], "is not a fairseq checkpoint"),
         (["--path", str(tmp_path / "plain.pt"), "--target-encoder-layers", "1"], "is not a fairseq checkpoint"),
         (["--path", str(path), "--target-encoder-layers", "1", "--subset", "valid"], "subset 'valid'"),
+        (["--path", str(path), "--target-encoder-layers", "1", "--source-lang", "en", "--target-lang", "de"],
+         "translates de->en, but --source-lang en --target-lang de asks for en->de"),
     ]
     for extra, message in cases:
         assert cli.main(base + extra) == 2, extra

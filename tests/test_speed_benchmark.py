@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pet_fairseq.core.speed import measure_side_by_side
-from pet_fairseq.evaluation import speed_benchmark as sb
 from pet_fairseq.evaluation.decode_profile import CATEGORIES, profile_decoding
 from pet_fairseq.evaluation.errors import EvaluationError
+from pet_fairseq.evaluation.speed_benchmark import cli, inputs, models, tables, timing
 from pet_fairseq.evaluation.translators import FairseqTranslator, OutputLength, decode_pass
 from tests.conftest import build, toy_dictionary, toy_task, write_data_dir
 
@@ -35,24 +35,24 @@ def corpus(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def bench_args(corpus, *extra: str):
-    parser = sb.build_parser()
+    parser = cli.build_parser()
     args = parser.parse_args(["--archs", "pet_iwslt_de_en", "--dictionary", str(corpus[0]), "--source-text",
                               str(corpus[1]), "--sentences", "12", "--batch-size", "4", "--latency-sentences", "2",
                               "--beams", "2,1", "--output-length", "6", "--repeats", "1", "--threads", "2",
                               "--profile-sentences", "4", "--shortlist-bitext", str(corpus[0].parent / "bitext"),
                               "--shortlist-per-token", "3", *extra])
-    sb.validate_args(parser, args)
+    cli.validate_args(parser, args)
     return args
 
 
-SPECS = [sb.ModelSpec("pet", "pet_iwslt_de_en", TINY),
-         sb.ModelSpec("deep-shallow", "pet_deep_shallow_iwslt_de_en", TINY)]
+SPECS = [models.ModelSpec("pet", "pet_iwslt_de_en", TINY),
+         models.ModelSpec("deep-shallow", "pet_deep_shallow_iwslt_de_en", TINY)]
 
 
 @pytest.fixture(scope="module")
 def report(corpus):
     pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
-    return sb.run(bench_args(corpus, "--ct2-parallel-batches", "1,2"), SPECS)
+    return timing.run(bench_args(corpus, "--ct2-parallel-batches", "1,2"), SPECS)
 
 
 def test_every_model_and_engine_generates_the_forced_length_in_every_mode(report):
@@ -97,7 +97,7 @@ def test_report_counts_parameters_and_profiles_the_fairseq_models(report):
 
 
 def test_tables_have_one_row_per_model_and_engine_and_two_columns_per_mode(report):
-    lines = sb.speed_table(report).splitlines()
+    lines = tables.speed_table(report).splitlines()
     assert len(lines) == 2 + 10
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header[:3] == ["model", "engine", "params"] and len(header) == 3 + 2 * 4
@@ -108,7 +108,7 @@ def test_tables_have_one_row_per_model_and_engine_and_two_columns_per_mode(repor
     assert [c.strip() for c in lines[6].strip("|").split("|")][1] == "CTranslate2 int8, 2 parallel batches"
     assert [c.strip() for c in lines[8].strip("|").split("|")][1] == "CTranslate2 int8 + shortlist"
     assert [c.strip() for c in lines[10].strip("|").split("|")][1] == "CTranslate2 int8 + shortlist, 2 parallel batches"
-    profile = sb.profile_table(report["profile"]).splitlines()
+    profile = tables.profile_table(report["profile"]).splitlines()
     assert len(profile) == 2 + 2 and profile[0].count("|") == 2 + len(CATEGORIES) + 1
     json.dumps(report)  # the JSON report is plain data
 
@@ -165,10 +165,10 @@ def test_fairseq_translator_pads_like_fairseq_and_profile_restores_the_model():
 def test_dictionary_is_joined_sorted_by_count_and_padded(tmp_path):
     (tmp_path / "valid.de").write_text("a b b\n", encoding="utf-8")
     (tmp_path / "test.en").write_text("b c\n", encoding="utf-8")
-    d = sb.count_dictionary(sb.bpe_files(tmp_path))
+    d = inputs.count_dictionary(inputs.bpe_files(tmp_path))
     assert d.symbols[4:7] == ["b", "a", "c"] and len(d) % 8 == 0
     with pytest.raises(EvaluationError, match="no BPE'd valid/test files in"):
-        sb.bpe_files(tmp_path / "missing")
+        inputs.bpe_files(tmp_path / "missing")
 
 
 def test_bad_arguments_are_clear_errors(corpus, capsys):
@@ -184,23 +184,24 @@ def test_bad_arguments_are_clear_errors(corpus, capsys):
         (["--archs", "pet_iwslt_de_en", "--threads", "2", "--ct2-parallel-batches", "1,3"],
          "--ct2-parallel-batches 1,3 with --threads 2: 3 parallel batches cannot share 2 threads evenly"),
         (["--archs", "pet_iwslt_de_en", "--ct2-parallel-batches", "0"], "whole numbers >= 1"),
+        (["--archs", "pet_iwslt_de_en", "--threads", "-1"], "--threads must be at least 0 (0 = one per core), got -1"),
     ]:
         with pytest.raises(SystemExit):
-            sb.main(argv)
+            cli.main(argv)
         assert message in capsys.readouterr().err
-    assert sb.main(["--archs", "pet_iwslt_de_en", "--bpe-dir", "/nonexistent/bpe"]) == 2
+    assert cli.main(["--archs", "pet_iwslt_de_en", "--bpe-dir", "/nonexistent/bpe"]) == 2
     with pytest.raises(EvaluationError, match="has 20 non-empty lines; 50 are needed"):
-        sb.read_sources(corpus[1], toy_dictionary(200), 50)
+        inputs.read_sources(corpus[1], toy_dictionary(200), 50)
 
 
-def test_a_failed_conversion_is_an_evaluation_error_quoting_the_converter(tmp_path):
+def test_a_failed_conversion_is_an_evaluation_error_carrying_the_exports_message(tmp_path):
     pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
     data_bin = write_data_dir(tmp_path / "data-bin", toy_dictionary(200))
-    model, _, cfg = sb.build_random_model(SPECS[0], data_bin, ("de", "en"), seed=0)
-    message = (r"(?s)^pet: python -m pet_fairseq\.export ctranslate2 exited with code 2:\n.*"
-               r"error: the dictionaries' folder \S*nowhere does not exist; pass --data-bin")
+    model, _, cfg = models.build_random_model(SPECS[0], data_bin, ("de", "en"), seed=0)
+    message = (r"^pet: the CTranslate2 conversion failed: the dictionaries' folder \S*nowhere does not exist; "
+               r"pass --data-bin")
     with pytest.raises(EvaluationError, match=message):
-        sb.export_ctranslate2(model, cfg, SPECS[0], tmp_path, tmp_path / "nowhere", ("de", "en"), "int8", threads=1)
+        models.export_ctranslate2(model, cfg, SPECS[0], tmp_path, tmp_path / "nowhere", ("de", "en"), "int8")
 
 
 def test_ctranslate2_worker_failures_are_evaluation_errors(tmp_path):

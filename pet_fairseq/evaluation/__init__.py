@@ -20,7 +20,8 @@ One concept per module:
 * :mod:`~pet_fairseq.evaluation.compare` -- command line
 * :mod:`~pet_fairseq.evaluation.length_benchmark` -- decode time against input length (own command line)
 * :mod:`~pet_fairseq.evaluation.speed_benchmark` -- named architectures at their real sizes, fairseq and
-  CTranslate2 side by side, throughput, latency and profile (own command line)
+  CTranslate2 side by side, throughput, latency and profile (own command line; a package: its options,
+  inputs, models, timing and tables)
 * :mod:`~pet_fairseq.evaluation.training_cost` -- seconds per update of fairseq-train logs (own command line)
 
 What the other tools share with this one is the core's: checkpoint reading and stripping

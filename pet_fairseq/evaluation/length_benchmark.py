@@ -32,9 +32,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from pet_fairseq.core.arguments import OwnDefault, add_decoding_args, add_device_args, add_language_args, resolve_threads
 from pet_fairseq.core.checkpoint import read_checkpoint
-from pet_fairseq.core.checks import check_dictionaries, check_subset, resolve_languages
+from pet_fairseq.core.checks import check_dictionaries, check_subset, resolve_languages, task_config
 from pet_fairseq.core.cli import command
+from pet_fairseq.core.direction import check_direction
+from pet_fairseq.core.errors import ConfigError
 from pet_fairseq.core.speed import measure_side_by_side
 from pet_fairseq.evaluation.compare import parse_labels
 from pet_fairseq.evaluation.errors import EvaluationError
@@ -44,8 +47,19 @@ from pet_fairseq.evaluation.translators import FairseqTranslator, OutputLength, 
 logger = logging.getLogger("pet_fairseq.evaluation.length_benchmark")
 
 
+#: the decoding defaults this benchmark needs, and why (shown in --help)
+OWN_DEFAULTS = {
+    "batch_size": OwnDefault(8, "inputs run to 400 tokens (--lengths), so batches stay small; with the default "
+                                "--inputs 8, each length is one batch"),
+    "max_len_a": OwnDefault(1.2, "with --free-length the limit grows with the input, whose --lengths run to 400 "
+                                 "tokens; a fixed 200 would cut the longest outputs"),
+    "max_len_b": OwnDefault(10, "see --max-len-a"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line options (fairseq-generate's names where they overlap)."""
+    """The command-line options (fairseq-generate's names where they overlap; the shared groups of
+    :mod:`pet_fairseq.core.arguments`, with :data:`OWN_DEFAULTS`)."""
     p = argparse.ArgumentParser(prog="pet-length-benchmark",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", metavar="MODEL", help="fairseq checkpoints; the first is the reference")
@@ -53,23 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", default="test", help="binarized subset whose source side is concatenated (default: test)")
     p.add_argument("--source-text", type=Path,
                    help="take the source sentences from this BPE'd text file (one per line) instead of --subset")
-    p.add_argument("--source-lang", help="default: from the checkpoint")
-    p.add_argument("--target-lang", help="default: from the checkpoint")
+    add_language_args(p)
     p.add_argument("--lengths", default="25,100,400", help="source lengths in tokens, EOS included (default: 25,100,400)")
     p.add_argument("--inputs", type=int, default=8, help="inputs per length (default: 8)")
-    p.add_argument("--batch-size", type=int, default=8, help="inputs per batch (default: 8)")
-    p.add_argument("--beam", type=int, default=5, help="beam size (default: 5)")
+    add_decoding_args(p, own=OWN_DEFAULTS,
+                      note="--max-len-a and --max-len-b apply with --free-length only; otherwise the output length is "
+                           "forced (--output-length-ratio).")
     p.add_argument("--output-length-ratio", type=float, default=1.0,
                    help="forced output length = round(R * source length), EOS included (default: 1.0)")
     p.add_argument("--free-length", action="store_true",
                    help="do not force the output length: stop at EOS or at --max-len-a * L + --max-len-b")
-    p.add_argument("--max-len-a", type=float, default=1.2, help="with --free-length (default: 1.2)")
-    p.add_argument("--max-len-b", type=int, default=10, help="with --free-length (default: 10)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes per model and length; median reported (default: 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes over the first batch first (default: 1)")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                   help="torch threads (default: torch's, here %(default)s)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    add_device_args(p, parallel_batches=False)
     p.add_argument("--labels", help="comma-separated names, one per model (default: from the paths)")
     p.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     return p
@@ -90,7 +100,8 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     """Reject options that cannot work before any model is loaded."""
     try:
         args.length_list = parse_lengths(args.lengths)
-    except ValueError as exc:
+        args.threads = resolve_threads(args.threads)
+    except (ValueError, ConfigError) as exc:
         parser.error(str(exc))
     if not args.data_bin.is_dir():
         parser.error(f"--data-bin {args.data_bin} is not a directory")
@@ -167,6 +178,9 @@ def load_models(args: argparse.Namespace, labels: list[str]) -> tuple[list[Fairs
     loaded, langs = [], None
     for label, path in zip(labels, args.models):
         state = read_checkpoint(path)
+        task = task_config(state)
+        check_direction(str(path), (task.get("source_lang"), task.get("target_lang")), args.source_lang,
+                        args.target_lang, error=EvaluationError)
         pair = resolve_languages(state, args.data_bin, args.source_lang, args.target_lang)
         langs = langs or pair
         if pair != langs:

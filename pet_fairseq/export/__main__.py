@@ -48,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--subset", default="train", help="binarized subset to count (default: train)")
     sl.add_argument("--source-text", type=Path, help="count this BPE'd source text instead of --subset")
     sl.add_argument("--target-text", type=Path, help="the target side of --source-text")
-    sl.add_argument("--source-lang", required=True)
-    sl.add_argument("--target-lang", required=True)
+    add_language_args(sl, required=True)
     sl.add_argument("--frequent", type=int, default=DEFAULT_FREQUENT,
                     help="most frequent target tokens always allowed (default: %(default)s)")
     sl.add_argument("--per-token", type=int, default=DEFAULT_PER_TOKEN,
@@ -62,8 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     ct2.add_argument("--quantization", choices=("float32",) + tuple(q for q in _quantizations() if q != "float32"),
                      default="float32", help="weight type of the converted model (default: float32)")
     ct2.add_argument("--data-bin", type=Path, help="folder with dict.{src,tgt}.txt (default: the model's training data)")
-    ct2.add_argument("--source-lang", help="default: from the checkpoint (a direction other than its own is refused)")
-    ct2.add_argument("--target-lang", help="default: from the checkpoint")
+    add_language_args(ct2)
     ct2.add_argument("--force", action="store_true", help="overwrite a non-empty OUT_DIR")
     ct2.add_argument("--keep-unrolled", type=Path, metavar="PT", help="also write the unrolled fairseq checkpoint")
     ct2.add_argument("--no-check", action="store_true", help="skip the unrolled-vs-student check")

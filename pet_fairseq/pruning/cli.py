@@ -16,7 +16,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pet_fairseq.core.arguments import OwnDefault, add_decoding_args, add_language_args
 from pet_fairseq.core.cli import command
+from pet_fairseq.core.direction import check_direction
 from pet_fairseq.core.errors import InputError
 from pet_fairseq.pruning.errors import PruningError
 from pet_fairseq.pruning.greedy import ORDERS, Step, check_targets, search
@@ -39,6 +41,11 @@ LOG_NAME = "pruning_log.json"
 _RESUME_KEYS = ("checkpoint", "data_bin", "subset", "metric", "max_sentences", "beam", "remove_bpe", "order", "targets")
 
 
+#: the decoding default scoring needs, and why (shown in --help)
+OWN_DEFAULTS = {"batch_size": OwnDefault(None, "no sentence cap: scoring batches are bounded by --max-tokens, as "
+                                               "fairseq-validate's")}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pet-prune",
@@ -58,15 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loss: reference-token NLL without label smoothing (fast, default); bleu: beam search + BLEU")
     p.add_argument("--subset", default="valid", help="subset to score on (default: valid)")
     p.add_argument("--max-sentences", type=int, metavar="N", help="score on the first N sentences only (speed)")
-    p.add_argument("--beam", type=int, default=4, help="beam size for --metric bleu (default: 4)")
-    p.add_argument("--max-len-a", type=float, default=0.0, help="for --metric bleu, as in fairseq-generate")
-    p.add_argument("--max-len-b", type=int, default=200, help="for --metric bleu, as in fairseq-generate")
     p.add_argument("--remove-bpe", nargs="?", const="subword_nmt", default=None, metavar="SYMBOL",
                    help="remove BPE before BLEU, as fairseq-generate --remove-bpe (default: none; bare flag: subword_nmt)")
-    p.add_argument("--max-tokens", type=int, default=4096, help="scoring batch size in tokens (default: 4096)")
-    p.add_argument("--batch-size", type=int, help="scoring batch size in sentences")
-    p.add_argument("--source-lang", help="default: the checkpoint's, else the data-bin's only pair")
-    p.add_argument("--target-lang")
+    scoring = add_decoding_args(p, own=OWN_DEFAULTS, note="scoring batches hold at most --max-tokens tokens (and "
+                                "--batch-size sentences, when given); --beam, --max-len-a and --max-len-b apply to "
+                                "--metric bleu, as in fairseq-generate")
+    scoring.add_argument("--max-tokens", type=int, default=4096, help="scoring batch size in tokens (default: 4096)")
+    add_language_args(p)
     p.add_argument("--cpu", action="store_true", help="score on the CPU even if CUDA is available")
     p.add_argument("--keep-every-step", action="store_true",
                    help="also keep the checkpoint of every depth (STRATEGY/checkpoint_encE_decD.pt)")
@@ -91,6 +96,9 @@ def _check_data(state: dict, args: argparse.Namespace) -> tuple[str, str]:
     data_bin = Path(args.data_bin)
     if not data_bin.is_dir():
         raise PruningError(f"data-bin {data_bin} is not a folder: pass the fairseq-preprocess output (--destdir)")
+    task = checks.task_config(state)
+    check_direction(f"--path {args.path}", (task.get("source_lang"), task.get("target_lang")), args.source_lang,
+                    args.target_lang, error=PruningError)
     try:
         src, tgt = checks.resolve_languages(state, data_bin, args.source_lang, args.target_lang)
         checks.check_subset(data_bin, args.subset, src, tgt)

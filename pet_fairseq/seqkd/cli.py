@@ -31,7 +31,7 @@ from typing import Dict, List, Optional
 import torch
 from tqdm import tqdm
 
-from pet_fairseq.core.arguments import add_device_args, add_language_args
+from pet_fairseq.core.arguments import OwnDefault, add_decoding_args, add_device_args, add_language_args
 from pet_fairseq.core.cli import command
 from pet_fairseq.core.ctranslate2 import decoding
 from pet_fairseq.core.files import file_digest
@@ -53,6 +53,16 @@ from pet_fairseq.seqkd.engines import DecodeOptions, TeacherDecoder, load_teache
 logger = logging.getLogger("pet_fairseq.seqkd")
 
 
+#: the decoding defaults a seq-KD corpus needs, and why (shown in --help). They are part of every shard's
+#: fingerprint and of the commands a study records for its corpora, so changing one re-decodes those corpora.
+OWN_DEFAULTS = {
+    "batch_size": OwnDefault(128, "a corpus is decoded for throughput, in batches also capped by --max-tokens"),
+    "max_len_a": OwnDefault(1.2, "a corpus hypothesis is cut relative to its source, so a teacher that runs on "
+                                 "stops early and is flagged (--degenerate) instead of filling 200 tokens"),
+    "max_len_b": OwnDefault(10, "see --max-len-a"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pet-seqkd", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -64,12 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fairseq's SequenceGenerator, or the teacher converted to CTranslate2 (faster)")
     p.add_argument("--compute-type", default="float32",
                    help="CTranslate2 weights: float32 reproduces fairseq's output, int8 is faster")
-    p.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
-    p.add_argument("--lenpen", type=float, default=1.0, help="length penalty (scores / length^lenpen)")
-    p.add_argument("--max-len-a", type=float, default=1.2, help="hypotheses stop at a * source length + b tokens")
-    p.add_argument("--max-len-b", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128, help="most sentences per batch")
-    p.add_argument("--max-tokens", type=int, default=6000, help="most padded source tokens per batch")
+    decoding = add_decoding_args(p, own=OWN_DEFAULTS, note="a batch holds at most --batch-size sentences and at most "
+                                 "--max-tokens padded source tokens")
+    decoding.add_argument("--max-tokens", type=int, default=6000, help="most padded source tokens per batch")
+    decoding.add_argument("--lenpen", type=float, default=1.0, help="length penalty (scores / length^lenpen)")
     p.add_argument("--num-shards", type=int, default=16, help="contiguous shards (the unit of resuming and splitting)")
     p.add_argument("--shard-id", type=int, default=None, help="decode only this shard, do not merge")
     p.add_argument("--merge-only", action="store_true", help="decode nothing; merge the finished shards")

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
+from pet_fairseq.core.arguments import BATCH_SIZE, BEAM, add_language_args
 from pet_fairseq.core.cli import command
 from pet_fairseq.core.plateau import average_checkpoints, interval_checkpoints
 from pet_fairseq.study.curves import plot_curves
@@ -30,6 +31,9 @@ from pet_fairseq.study.table import build_rows, curves_of, evaluate, markdown
 
 logger = logging.getLogger("pet_fairseq.study")
 USER_DIR = Path(__file__).resolve().parents[1]
+#: the evaluation tool's options for the final table. --beam and --batch-size repeat the shared defaults: they are
+#: spelt out because the string is part of the key of a study's cached evaluation (study.table.evaluation_key)
+EVAL_ARGS = f"--subset test --beam {BEAM} --batch-size {BATCH_SIZE} --repeats 1 --max-sentences 500"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-bin", type=Path, required=True, help="binarized data with train/valid/test")
     p.add_argument("--teacher", type=Path, required=True, help="the teacher checkpoint every variant distils from")
     p.add_argument("--out", type=Path, required=True, help="study folder (cache of corpora, runs and evaluation)")
-    p.add_argument("--source-lang", required=True)
-    p.add_argument("--target-lang", required=True)
+    add_language_args(p, required=True)
     p.add_argument("--only", default="", help="comma-separated variant names (default: all)")
     p.add_argument("--tag", default="", help="suffix of the output files (default: the --only names)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time")
@@ -48,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the data's subword scheme, removed before BLEU (none: the data has no BPE)")
     p.add_argument("--bpe-codes", type=Path, default=None, help="subword-nmt codes (for the evaluation tool)")
     p.add_argument("--sentencepiece-model", type=Path, default=None)
-    p.add_argument("--eval-args", default="--subset test --beam 5 --batch-size 64 --repeats 1 --max-sentences 500",
-                   help="options of the evaluation tool for the final table (its length limit is translate's "
-                        "default, as users decode)")
+    p.add_argument("--eval-args", default=EVAL_ARGS,
+                   help="options of the evaluation tool (pet-compare) for the final table; by default the shared "
+                        "decoding defaults (beam, batch size, length limit), as users decode (default: %(default)s)")
     p.add_argument("--train-only", action="store_true", help="train, skip the evaluation and the table")
     return p
 

@@ -13,7 +13,7 @@ and common arguments), one mode after the other and ``--rounds`` times over, int
 
 Seconds per update are fairseq's ``train_wall`` over the logging windows after the first (which
 holds start-up and the first batches), and the table gives each mode's median over rounds and its
-ratio to ``ce``. Every mode runs with the same ``--threads``; run it on an otherwise idle machine,
+ratio to ``ce``. Every mode runs with the same ``--threads`` (default 0: one per core); run it on an otherwise idle machine,
 or read only the ratios.
 """
 
@@ -30,7 +30,9 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from pet_fairseq.core.arguments import add_device_args, add_language_args, resolve_threads
 from pet_fairseq.core.cli import command
+from pet_fairseq.core.files import infer_pair
 from pet_fairseq.study.spec import SpecError, load_spec
 
 MODES = ("ce", "online-kd", "online-kd-no-inter", "cached-kd")
@@ -73,8 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", type=Path, required=True, help="study spec whose student and common arguments are used")
     p.add_argument("--student", default="pet", help="the spec's student to time")
     p.add_argument("--data-bin", type=Path, required=True, help="the data the cache was made on")
-    p.add_argument("--source-lang", default="de")
-    p.add_argument("--target-lang", default="en")
+    add_language_args(p)
     p.add_argument("--teacher", type=Path, required=True)
     p.add_argument("--cache", type=Path, default=None, help="teacher cache of --data-bin (python -m pet_fairseq.kdcache)")
     p.add_argument("--kd-args", default="--kd-alpha 0.5 --kd-temperature 1",
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--updates", type=int, default=30, help="updates per timed run")
     p.add_argument("--log-interval", type=int, default=5)
     p.add_argument("--rounds", type=int, default=2, help="every mode is run this many times, interleaved")
-    p.add_argument("--threads", type=int, default=2)
+    add_device_args(p, device=False, parallel_batches=False)
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.add_argument("--work-dir", type=Path, default=None, help="logs of the timed runs (default: a temporary folder)")
     return p
@@ -97,11 +98,14 @@ def run(args: argparse.Namespace) -> int:
     if "cached-kd" in modes and (args.cache is None or not (args.cache / "cache.json").is_file()):
         raise SpecError("--cache must be a finished teacher cache of --data-bin for the cached-kd mode "
                         "(python -m pet_fairseq.kdcache DATA_BIN --teacher TEACHER.pt --out CACHE)")
-    if args.updates < 2 * args.log_interval or args.rounds < 1 or args.threads < 1:
-        raise SpecError("need --updates >= 2 x --log-interval, --rounds >= 1 and --threads >= 1")
+    if args.updates < 2 * args.log_interval or args.rounds < 1:
+        raise SpecError("need --updates >= 2 x --log-interval and --rounds >= 1")
+    args.threads = resolve_threads(args.threads)
     spec = load_spec(args.spec)
     if args.student not in spec.students:
         raise SpecError(f"--student {args.student!r} is not in {args.spec} ({', '.join(spec.students)})")
+    if not (args.source_lang and args.target_lang):
+        args.source_lang, args.target_lang = infer_pair(args.data_bin, "train")
     train = Path(sys.executable).parent / "fairseq-train"
     user_dir = Path(__file__).resolve().parents[1]
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="update-cost-"))
