@@ -13,7 +13,7 @@
 # the tables; fairseq's logs are files under OUT (each stage names its log).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DATASET=multi30k RAW="" OUT="$ROOT/runs/quickstart" FULL=0 FORCE=0 SRC="" TGT="" T_UPDATES=5000 PARTNERS=0
+DATASET=multi30k RAW="" OUT="$ROOT/runs/quickstart" FULL=0 FORCE=0 SRC="" TGT="" T_UPDATES=5000 PARTNERS=0 TEACHER_CKPT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dataset) DATASET="$2"; shift 2 ;;
@@ -23,11 +23,13 @@ while [ $# -gt 0 ]; do
     --tgt) TGT="$2"; shift 2 ;;
     --full) FULL=1; shift ;;
     --teacher-updates) T_UPDATES="$2"; shift 2 ;;
+    --teacher) TEACHER_CKPT="$2"; shift 2 ;;
     --equal-updates) PARTNERS=1; shift ;;
     --force) FORCE=1; shift ;;
     -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
                echo "Options: --dataset multi30k|iwslt14  --raw PATH  --src L --tgt L  --out DIR (runs/quickstart)  --full  --force"
                echo "         --teacher-updates N (5000: the guard; the teacher stops earlier, after 3 validations without a better BLEU)"
+               echo "         --teacher CKPT (a trained teacher of this data-bin: skip the teacher stage)"
                echo "         --equal-updates (also train the equal-updates partners: no KD and online KD for as many updates as"
                echo "                          the distilled student; the students' budgets are configs/study/multi30k-equal-time.json)"; exit 0 ;;
     *) echo "error: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -77,11 +79,16 @@ else
   EVAL="--subset test --beam 5 --batch-size 64 --repeats 1 --max-sentences 500"  # translate's length limit
 fi
 
-say "3/5 teacher (scripts/train_pet.sh --teacher-only)"
-bash "$ROOT/scripts/train_pet.sh" --data-bin "$DATA/data-bin" --out "$OUT/pet" --source-lang "$SRC" --target-lang "$TGT" \
-  --teacher-only "${TEACHER[@]}"
-TEACHER_CKPT="$OUT/pet/teacher/checkpoint_best.pt"
-[ -f "$TEACHER_CKPT" ] || TEACHER_CKPT="$OUT/pet/teacher/checkpoint_last.pt"
+if [ -n "$TEACHER_CKPT" ]; then
+  [ -f "$TEACHER_CKPT" ] || { echo "error: --teacher $TEACHER_CKPT: no such file (pass a fairseq checkpoint)" >&2; exit 2; }
+  say "3/5 teacher: $TEACHER_CKPT (given; no teacher training)"
+else
+  say "3/5 teacher (scripts/train_pet.sh --teacher-only)"
+  bash "$ROOT/scripts/train_pet.sh" --data-bin "$DATA/data-bin" --out "$OUT/pet" --source-lang "$SRC" --target-lang "$TGT" \
+    --teacher-only "${TEACHER[@]}"
+  TEACHER_CKPT="$OUT/pet/teacher/checkpoint_best.pt"
+  [ -f "$TEACHER_CKPT" ] || TEACHER_CKPT="$OUT/pet/teacher/checkpoint_last.pt"
+fi
 
 BPE=(--bpe subword_nmt --bpe-codes "$DATA/bpe/code")
 [ -f "$DATA/bpe/code" ] || BPE=(--bpe sentencepiece --sentencepiece-model "$DATA/bpe/spm.model")
@@ -97,7 +104,7 @@ say "5/5 BLEU, memory and decode speed, teacher first (evaluation tool; log: $OU
 echo >&2
 cat "$OUT/study/eval-quickstart/report.md" >&2
 
-"$BIN/python" - "$OUT/study/study-quickstart.json" "$OUT/pet/teacher/plateau.json" "$START" <<'PY'
+"$BIN/python" - "$OUT/study/study-quickstart.json" "$(dirname "$TEACHER_CKPT")/plateau.json" "$START" <<'PY'
 import json, sys, time
 study = json.load(open(sys.argv[1]))
 rows = {r["variant"]["name"]: r for r in study["rows"]}
