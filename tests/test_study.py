@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -101,8 +102,32 @@ def test_a_cached_run_with_another_command_is_refused(tmp_path):
     job = script_job(tmp_path, "a", f"open(r'{tmp_path / 'a' / 'checkpoint_last.pt'}', 'w').write('x')")
     assert run_jobs([job]) == {"a": "ok"}
     edited = script_job(tmp_path, "a", "print('edited variant')")
-    with pytest.raises(SpecError, match="was run with another command"):
+    with pytest.raises(SpecError, match=r"a was run with other options \(differing: .*edited variant"):
         run_jobs([edited])
+
+
+def test_a_running_job_reports_its_progress_instead_of_a_bar(tmp_path, caplog):
+    code = (f"import sys, time; print('| num_updates 7', flush=True); time.sleep(1.5); "
+            f"open(r'{tmp_path / 'a' / 'checkpoint_last.pt'}', 'w').write('x')")
+    job = script_job(tmp_path, "a", code)
+    job.argv += ["--max-update", "9"]
+    with caplog.at_level(logging.INFO):
+        assert run_jobs([job], threads=None, report_every=0.4) == {"a": "ok"}
+    assert "a: 7 / 9 updates" in caplog.text and "(fairseq log: " in caplog.text
+    assert json.loads(job.marker.read_text())["threads"] is None  # the environment's threads
+
+
+def test_a_text_record_holds_one_argument_a_line(tmp_path):
+    from pet_fairseq.study.runner import read_record, write_record
+
+    args = ["data", "--encoder-layer-map", "", "--adam-betas", "(0.9, 0.98)"]
+    write_record(tmp_path / "command.txt", args)
+    assert (tmp_path / "command.txt").read_text() == "data\n--encoder-layer-map\n\n--adam-betas\n(0.9, 0.98)\n"
+    assert read_record(tmp_path / "command.txt") == args
+    write_record(tmp_path / "command.json", args)
+    assert read_record(tmp_path / "command.json") == args
+    with pytest.raises(SpecError, match="line break"):
+        write_record(tmp_path / "x.txt", ["a\nb"])
 
 
 LOG = """\

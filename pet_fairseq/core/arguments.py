@@ -89,11 +89,12 @@ def _add(group: Any, dest: str, text: str, own: Mapping[str, OwnDefault], *names
 
 
 def add_language_args(parser: argparse.ArgumentParser, required: bool = False,
-                      own: Mapping[str, OwnDefault] | None = None) -> argparse._ArgumentGroup:
-    """``--source-lang`` / ``--target-lang``; ``own``: the command's defaults (see :class:`OwnDefault`)."""
+                      own: Mapping[str, OwnDefault] | None = None, note: str | None = None) -> argparse._ArgumentGroup:
+    """``--source-lang`` / ``--target-lang``; ``own``: the command's defaults (see :class:`OwnDefault`); ``note``: what
+    the command does with them, shown under the group's title."""
     own = own or {}
     _check_own(own, ("source_lang", "target_lang"))
-    group = parser.add_argument_group("language pair")
+    group = parser.add_argument_group("language pair", note)
     for side in ("source", "target"):
         if required:
             group.add_argument(f"--{side}-lang", required=True, default=None, metavar="LANG", help=f"{side} language")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import re
 import sys
 from dataclasses import asdict, dataclass
@@ -30,6 +29,7 @@ from typing import Dict, List, Optional, Sequence
 
 from pet_fairseq.core.cli import command
 from pet_fairseq.core.errors import ConfigError, MissingFileError
+from pet_fairseq.core.files import write_json_atomic
 
 _VALID = re.compile(r"\| valid on 'valid' subset \|(.*)$")
 _FIELD = re.compile(r"\|?\s*(\w+) ([-+0-9.eE]+|inf|nan)\s*(?=\||$)")
@@ -126,6 +126,20 @@ def stop_report(log: str, metric: str = "bleu") -> Dict[str, object]:
             "validations": [asdict(p) for p in points], **plateau(points, metric)}
 
 
+def summary_line(report: Dict[str, object]) -> str:
+    """One line saying where a run stopped, why, and where its best validation was (of :func:`stop_report`)."""
+    metric = report["metric"]
+    how_it_stopped = (f"early stop: no better valid {metric} within its patience" if report["early_stop"]
+                      else "no early stop: its budget ended it, or it was stopped")
+    seconds = report["wall_seconds"]
+    verdict = {True: "plateaued", False: "still improving", None: "too short to tell"}[report["plateaued"]]
+    return (f"stopped at update {report['stopped_at_update']}"
+            f"{f' after {seconds:.0f} s' if seconds is not None else ''}"
+            f" ({how_it_stopped}); "
+            f"best valid {metric} {report['best_value']:.2f} at update {report['best_update']}; {verdict} "
+            f"(gain {report['gain']} over the last 20 % of updates)")
+
+
 def interval_checkpoints(save_dir: Path) -> List[Path]:
     """``checkpoint_EPOCH_UPDATES.pt`` files of ``save_dir`` by update count."""
     found = [(int(m.group(1)), p) for p in save_dir.iterdir() if (m := _INTERVAL_CHECKPOINT.match(p.name))]
@@ -158,6 +172,18 @@ def average_checkpoints(paths: Sequence[Path], out: Path) -> Path:
     return out
 
 
+def average_last(save_dir: Path, last: int, out: Path) -> List[Path]:
+    """Average the last ``last`` interval checkpoints of ``save_dir`` into ``out``; returns the files averaged."""
+    if not save_dir.is_dir():
+        raise MissingFileError(f"{save_dir} is not a folder: pass the run's --save-dir")
+    found = interval_checkpoints(save_dir)
+    if last < 2 or len(found) < last:
+        raise ConfigError(f"--last {last}: {save_dir} holds {len(found)} interval checkpoints "
+                          "(checkpoint_E_U.pt); train with --save-interval-updates and --keep-interval-updates N")
+    average_checkpoints(found[-last:], out)
+    return found[-last:]
+
+
 @command("plateau")
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="pet-plateau", description=__doc__.split("\n\n")[0])
@@ -172,31 +198,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     avg.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "average":
-        if not args.save_dir.is_dir():
-            raise MissingFileError(f"{args.save_dir} is not a folder: pass the run's --save-dir")
-        found = interval_checkpoints(args.save_dir)
-        if args.last < 2 or len(found) < args.last:
-            raise ConfigError(f"--last {args.last}: {args.save_dir} holds {len(found)} interval checkpoints "
-                              "(checkpoint_E_U.pt); train with --save-interval-updates and --keep-interval-updates N")
-        average_checkpoints(found[-args.last:], args.out)
-        print(f"averaged {', '.join(p.name for p in found[-args.last:])} -> {args.out}", file=sys.stderr)
+        found = average_last(args.save_dir, args.last, args.out)
+        print(f"averaged {', '.join(p.name for p in found)} -> {args.out}", file=sys.stderr)
         return 0
     if not args.log.is_file():
         raise MissingFileError(f"{args.log} does not exist: pass the run's fairseq log (train.log)")
     report = stop_report(args.log.read_text(encoding="utf-8"), args.metric)
     if args.json:
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(args.json)
-    how_it_stopped = (f"early stop: no better valid {args.metric} within its patience" if report["early_stop"]
-                      else "no early stop: its budget ended it, or it was stopped")
-    seconds = report["wall_seconds"]
-    verdict = {True: "plateaued", False: "still improving", None: "too short to tell"}[report["plateaued"]]
-    print(f"stopped at update {report['stopped_at_update']}"
-          f"{f' after {seconds:.0f} s' if seconds is not None else ''}"
-          f" ({how_it_stopped}); "
-          f"best valid {args.metric} {report['best_value']:.2f} at update {report['best_update']}; {verdict} "
-          f"(gain {report['gain']} over the last 20 % of updates)")
+        write_json_atomic(args.json, report)
+    print(summary_line(report))
     return 0
 
 

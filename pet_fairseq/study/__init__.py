@@ -10,4 +10,6 @@ in the output folder, so a study can be extended (add a variant to the spec) and
 * :mod:`~pet_fairseq.study.curves` -- validation NLL / BLEU against updates from fairseq logs, and their plot
 * :mod:`~pet_fairseq.study.table` -- the final table (evaluation tool + logs)
 * :mod:`~pet_fairseq.study.cli` -- ``python -m pet_fairseq.study`` (behind ``scripts/study.sh``)
+* :mod:`~pet_fairseq.study.recipe` -- the PET recipe (teacher, seq-KD corpus, teacher cache, student) as runner jobs,
+  ``pet-recipe`` (behind ``scripts/train_pet.sh``)
 """

@@ -10,6 +10,14 @@ variant is never silently reused. With ``jobs`` > 1 each job gets ``threads`` CP
 Every finished job records its wall time (``.done`` of a run, ``NAME.wall.json`` next to the log of a
 corpus or a cache). A variant with a wall-time budget pays for its corpus and cache: when it starts,
 its training gets ``--stop-time-hours`` for what is left of the budget.
+
+The PET recipe (:mod:`pet_fairseq.study.recipe`) runs its stages as jobs too, one at a time. What it
+needs beyond the study is declared per job: where the command is recorded and in which form (a
+``.txt`` record holds one argument per line, as the recipe's earlier bash version wrote them; older
+forms of a record can be accepted as the same command), a fairseq-train job that resumes to a larger
+``--max-update`` instead of being refused (``resumable``), and how a refusal names the job and the way
+out. A refusal names the differing options. ``run_jobs(..., report_every=S)`` logs each running job's
+progress every S seconds (updates so far, or the last line of a corpus's log) instead of drawing a bar.
 """
 
 from __future__ import annotations
@@ -18,12 +26,13 @@ import json
 import logging
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from tqdm import tqdm
 
@@ -34,7 +43,7 @@ logger = logging.getLogger("pet_fairseq.study")
 
 @dataclass
 class Job:
-    """One subprocess of the study and where its output, marker and log go."""
+    """One subprocess of the study (or a stage of the recipe) and where its output, marker, log and record go."""
 
     name: str
     argv: List[str]
@@ -45,11 +54,20 @@ class Job:
     seconds: Optional[float] = None  # wall-time budget, the ``charges`` included
     charges: List[str] = field(default_factory=list)  # jobs whose wall time a time budget pays (corpus, cache)
     updates_of: Optional[str] = None  # train as many updates as this job made
+    # how the command is recorded, and how a finished job asked for another one is met
+    record: Optional[Path] = None  # where the command is recorded (default: command_file); .txt: one argument a line
+    recorded: Optional[List[str]] = None  # what is recorded and compared (default: argv)
+    accepts: List[List[str]] = field(default_factory=list)  # older records of the same command, reused as it
+    resumable: bool = False  # fairseq-train asked for a larger --max-update resumes to it instead of being refused
+    title: str = ""  # how a refusal names the job (default: its name)
+    fix: str = ""  # what a refusal suggests (default: rename the variant or delete its output)
+    about: str = ""  # what the job makes, for the line that starts it (default: "started")
+    checkpoint: Optional[bool] = None  # it trains (checkpoint_last.pt); default: unless named corpus:... or cache:...
 
     @property
     def is_corpus(self) -> bool:
         """A corpus or a cache job (no checkpoint; its own marker)."""
-        return self.name.startswith(("corpus:", "cache:"))
+        return not self.checkpoint if self.checkpoint is not None else self.name.startswith(("corpus:", "cache:"))
 
     @property
     def wall_file(self) -> Path:
@@ -121,19 +139,108 @@ def last_update(log: Path) -> int:
 
 
 def command_file(job: Job) -> Path:
+    """Where the job's command is recorded."""
+    if job.record is not None:
+        return job.record
     return job.log.with_name(job.log.stem + ".command.json") if job.is_corpus else job.output / "command.json"
 
 
-def check_cached(job: Job) -> None:
-    """Refuse a finished job whose recorded command is not the one the spec asks for now."""
+def read_record(path: Path) -> List[str]:
+    """A recorded command: a JSON list, or (``.txt``) one argument per line."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        return json.loads(text)
+    return text[:-1].split("\n") if text.endswith("\n") else (text.split("\n") if text else [])
+
+
+def write_record(path: Path, args: List[str]) -> None:
+    if path.suffix == ".json":
+        text = json.dumps(args, indent=1) + "\n"
+    else:
+        broken = [a for a in args if "\n" in a]
+        if broken:
+            raise SpecError(f"cannot record an argument with a line break in {path}: {broken[0]!r}")
+        text = "".join(a + "\n" for a in args)
+    path.write_text(text, encoding="utf-8")
+
+
+def _same(a: List[str], b: List[str]) -> bool:
+    """Equal commands, a path written ``runs/x//teacher`` or ``data/bin/`` being the same as ``runs/x/teacher``."""
+    return len(a) == len(b) and all(x == y or ("/" in x and os.path.normpath(x) == os.path.normpath(y)) for x, y in zip(a, b))
+
+
+_NUMBER = re.compile(r"-\d+(\.\d*)?([eE][-+]?\d+)?")
+
+
+def option_values(args: List[str]) -> Dict[str, List[Tuple[str, ...]]]:
+    """``{option: [values of each occurrence]}`` of a command line; ``""``: the arguments before the first option."""
+    found: Dict[str, List[List[str]]] = {"": [[]]}
+    current = found[""][0]
+    for arg in args:
+        if arg.startswith("-") and len(arg) > 1 and not _NUMBER.fullmatch(arg):
+            found.setdefault(arg, []).append([])
+            current = found[arg][-1]
+        else:
+            current.append(os.path.normpath(arg) if "/" in arg else arg)
+    return {key: [tuple(v) for v in values] for key, values in found.items() if key or values[0]}
+
+
+def differing_options(recorded: List[str], wanted: List[str], most: int = 6) -> str:
+    """The options whose values differ between two command lines, e.g. ``--dropout 0.3 then 0.2 (was 0.3)``."""
+    old, new = option_values(recorded), option_values(wanted)
+
+    def show(key: str, values: List[Tuple[str, ...]]) -> str:
+        text = " then ".join(shlex.join(v) for v in values if v)
+        return f"{key} {text}".strip()
+
+    found = []
+    for key in list(new) + [k for k in old if k not in new]:
+        if old.get(key) == new.get(key):
+            continue
+        if key not in old:
+            found.append(f"{show(key, new[key])} (not given before)")
+        elif key not in new:
+            found.append(f"{show(key, old[key])} (not given now)")
+        else:
+            found.append(f"{show(key, new[key])} (was {show('', old[key]) or 'given without a value'})")
+    if not found:
+        return "the same options in another order"
+    return "; ".join(found[:most]) + (f"; and {len(found) - most} more" if len(found) > most else "")
+
+
+def _more_updates(recorded: List[str], wanted: List[str]) -> Optional[Tuple[int, int]]:
+    """(recorded, wanted) ``--max-update`` when that is all two commands differ in, else None."""
+    if recorded.count("--max-update") != 1 or wanted.count("--max-update") != 1:
+        return None
+    i, j = recorded.index("--max-update") + 1, wanted.index("--max-update") + 1
+    if i >= len(recorded) or j >= len(wanted) or not (recorded[i].isdigit() and wanted[j].isdigit()):
+        return None
+    if not _same(recorded[:i] + recorded[i + 1:], wanted[:j] + wanted[j + 1:]):
+        return None
+    return int(recorded[i]), int(wanted[j])
+
+
+def check_cached(job: Job) -> bool:
+    """Whether a finished job is reused: its recorded command is the one asked for now (or one of the older forms it
+    ``accepts``), or nothing is recorded. False for a resumable job asked for more updates (it runs again and fairseq
+    resumes from its last checkpoint); any other change is refused, naming the differing options."""
     path = command_file(job)
     if not path.is_file():
-        return
-    recorded = json.loads(path.read_text(encoding="utf-8"))
-    if recorded != job.argv:
-        changed = sorted(set(job.argv) ^ set(recorded))[:6]
-        raise SpecError(f"{job.name} was run with another command (differing arguments: {' '.join(changed)}); "
-                        f"give the changed variant a new name, or delete {job.output} to rerun it")
+        return True
+    recorded = read_record(path)
+    wanted = job.recorded if job.recorded is not None else job.argv
+    forms = [wanted] + job.accepts
+    if any(_same(recorded, form) for form in forms):
+        return True
+    if job.resumable:
+        for form in forms:
+            more = _more_updates(recorded, form)
+            if more and more[1] > more[0]:
+                logger.info("%s: resuming from %d to %d updates", job.name, *more)
+                return False
+    fix = job.fix or f"give the changed variant a new name, or delete {job.output} to rerun it"
+    raise SpecError(f"{job.title or job.name} was run with other options (differing: {differing_options(recorded, wanted)}); "
+                    f"{fix}")
 
 
 def time_left(job: Job, jobs: Dict[str, Job]) -> Optional[float]:
@@ -147,11 +254,14 @@ def time_left(job: Job, jobs: Dict[str, Job]) -> Optional[float]:
     return job.seconds - paid
 
 
-def _start(job: Job, threads: int, left: Optional[float] = None, updates: Optional[int] = None) -> subprocess.Popen:
+def _start(job: Job, threads: Optional[int], left: Optional[float] = None, updates: Optional[int] = None) -> subprocess.Popen:
     job.output.mkdir(parents=True, exist_ok=True)
     job.log.parent.mkdir(parents=True, exist_ok=True)
-    command_file(job).write_text(json.dumps(job.argv, indent=1) + "\n", encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    command_file(job).parent.mkdir(parents=True, exist_ok=True)
+    write_record(command_file(job), job.recorded if job.recorded is not None else job.argv)
+    env = dict(os.environ)
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     argv = job.argv + (["--stop-time-hours", f"{left / 3600:.6f}"] if left is not None else []) + \
         (["--max-update", str(updates)] if updates is not None else [])
     log = open(job.log, "a", encoding="utf-8")
@@ -160,17 +270,47 @@ def _start(job: Job, threads: int, left: Optional[float] = None, updates: Option
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def run_jobs(jobs: List[Job], parallel: int = 1, threads: int = 1) -> Dict[str, str]:
-    """Run the unfinished ``jobs``, ``parallel`` at a time; returns ``{name: cached|ok|failed|skipped}``."""
+def _tail(path: Path, size: int = 65536) -> str:
+    """The last ``size`` bytes of a file as text ("" when it does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def progress_line(job: Job) -> Optional[str]:
+    """How far a running job is: ``N / M updates`` of a training job, else the last line of its log (a tqdm bar)."""
+    text = _tail(job.log)
+    if not job.is_corpus:
+        found = re.findall(r"num_updates[= ](\d+)", text)
+        if not found:
+            return None
+        total = [job.argv[i + 1] for i, arg in enumerate(job.argv[:-1]) if arg == "--max-update"]
+        return f"{found[-1]}{f' / {total[-1]}' if total else ''} updates"
+    lines = [line.strip() for line in re.split(r"[\r\n]", text) if line.strip() and not line.startswith("# ")]
+    return lines[-1][:160] if lines else None
+
+
+def run_jobs(jobs: List[Job], parallel: int = 1, threads: Optional[int] = 1,
+             report_every: Optional[float] = None) -> Dict[str, str]:
+    """Run the unfinished ``jobs``, ``parallel`` at a time; returns ``{name: cached|ok|failed|skipped}``.
+
+    ``threads``: CPU threads of each job (``OMP_NUM_THREADS``; None leaves the environment as it is).
+    ``report_every``: seconds between progress lines of each running job, instead of a bar of finished jobs.
+    """
     status: Dict[str, str] = {}
     for job in jobs:
         if job.finished():
-            check_cached(job)
-            status[job.name] = "cached"
+            if check_cached(job):
+                status[job.name] = "cached"
+            else:  # resumed: unfinished until it ends again
+                job.marker.unlink()
     pending = [j for j in jobs if j.name not in status]
     running: Dict[str, tuple] = {}
     try:
-        _schedule(pending, running, status, parallel, threads, {j.name: j for j in jobs})
+        _schedule(pending, running, status, parallel, threads, {j.name: j for j in jobs}, report_every)
     finally:  # interrupted (Ctrl-C, SIGTERM): stop the runs this call started; they resume from their checkpoints
         for job, proc, _ in running.values():
             proc.terminate()
@@ -178,10 +318,17 @@ def run_jobs(jobs: List[Job], parallel: int = 1, threads: int = 1) -> Dict[str, 
     return status
 
 
-def _schedule(pending: List[Job], running: Dict[str, tuple], status: Dict[str, str], parallel: int, threads: int,
-              by_name: Dict[str, Job]) -> None:
-    with tqdm(total=len(pending), unit="run", desc="study", file=sys.stderr) as progress:
+def _schedule(pending: List[Job], running: Dict[str, tuple], status: Dict[str, str], parallel: int,
+              threads: Optional[int], by_name: Dict[str, Job], report_every: Optional[float] = None) -> None:
+    reported = time.time()
+    with tqdm(total=len(pending), unit="run", desc="study", file=sys.stderr, disable=report_every is not None) as progress:
         while pending or running:
+            if report_every is not None and time.time() - reported >= report_every:
+                reported = time.time()
+                for job, proc, _ in running.values():
+                    line = progress_line(job)
+                    if line and proc.poll() is None:
+                        logger.info("%s: %s", job.name, line)
             for job in list(pending):
                 if len(running) >= parallel:
                     break
@@ -201,8 +348,9 @@ def _schedule(pending: List[Job], running: Dict[str, tuple], status: Dict[str, s
                         logger.error("%s: not started: %s", job.name, err)
                         continue
                     running[job.name] = (job, _start(job, threads, left, updates), time.time())
-                    logger.info("%s: started%s (log: %s)", job.name,
-                                f", {left:.0f} s of training left of its {job.seconds:.0f} s budget" if left else "", job.log)
+                    logger.info("%s: %s%s (%s: %s)", job.name, job.about or "started",
+                                f", {left:.0f} s of training left of its {job.seconds:.0f} s budget" if left else "",
+                                "log" if job.is_corpus else "fairseq log", job.log)
             time.sleep(0.5)
             for name, (job, proc, started) in list(running.items()):
                 if proc.poll() is None:

@@ -64,4 +64,4 @@ def test_study_trains_every_variant_once_and_prints_one_table(multi30k_bin, tiny
     edited = subprocess.run([sys.executable, "-m", "pet_fairseq.study", "--spec", str(spec_path), "--data-bin",
                              str(multi30k_bin), "--teacher", str(tiny_teacher), "--out", str(out), "--source-lang", "de",
                              "--target-lang", "en", "--bpe", "none"], capture_output=True, text=True)
-    assert edited.returncode == 2 and "ce was run with another command" in edited.stderr
+    assert edited.returncode == 2 and "ce was run with other options (differing: " in edited.stderr and "--dropout 0.3" in edited.stderr
