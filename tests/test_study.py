@@ -149,7 +149,7 @@ def test_equal_time_spec_plans_corpus_cache_and_partners(tmp_path):
     setup = Setup(tmp_path / "bin", tmp_path / "t.pt", "de", "en", REPO / "pet_fairseq")
     jobs = {j.name: j for j in plan_jobs(spec, setup, tmp_path, Path("fairseq-train"), Path("python"))}
     assert list(jobs) == ["corpus:beam5", "cache:beam5-k16", "distilled", "cache:references-k16", "ref-kd", "no-kd",
-                          "no-kd-equal-updates", "online-kd-equal-updates"]
+                          "ref-kd-seed2", "no-kd-seed2", "no-kd-equal-updates", "online-kd-equal-updates"]
     references = jobs["cache:references-k16"]  # word KD on the references: the cache is made from the data-bin
     assert references.argv[1:4] == ["-m", "pet_fairseq.kdcache", str(tmp_path / "bin")] and references.needs == []
     assert jobs["ref-kd"].charges == ["cache:references-k16"] and jobs["ref-kd"].seconds == 2400
@@ -162,6 +162,8 @@ def test_equal_time_spec_plans_corpus_cache_and_partners(tmp_path):
     assert argv[argv.index("--teacher-cache") + 1] == str(cache_dir(tmp_path, "beam5-k16"))
     assert argv[argv.index("--inter-beta") + 1] == "0" and "--stop-time-hours" not in argv  # added at start
     assert jobs["no-kd"].charges == [] and jobs["no-kd"].seconds == 2400
+    seed2 = jobs["ref-kd-seed2"]  # a second seed shares the cache and pays for it like the first
+    assert seed2.charges == ["cache:references-k16"] and seed2.argv[seed2.argv.index("--seed") + 1] == "2"
     assert jobs["no-kd-equal-updates"].needs == ["distilled"] and jobs["no-kd-equal-updates"].charges == []
     assert jobs["online-kd-equal-updates"].charges == ["corpus:beam5"]
     assert "--teacher-cache" not in jobs["online-kd-equal-updates"].argv
