@@ -106,6 +106,16 @@ def test_a_cached_run_with_another_command_is_refused(tmp_path):
         run_jobs([edited])
 
 
+def test_a_finished_run_is_kept_when_only_the_interpreter_path_changes(tmp_path):
+    job = script_job(tmp_path, "a", f"open(r'{tmp_path / 'a' / 'checkpoint_last.pt'}', 'w').write('x')")
+    assert run_jobs([job]) == {"a": "ok"}
+    job.argv[0] = str(Path(sys.executable).parent / "python-reinstalled")  # never started: the run is reused
+    assert run_jobs([job]) == {"a": "cached"}
+    job.argv[1:] = ["-c", "print('other')"]
+    with pytest.raises(SpecError, match="was run with other options"):
+        run_jobs([job])
+
+
 def test_a_running_job_reports_its_progress_instead_of_a_bar(tmp_path, caplog):
     code = (f"import sys, time; print('| num_updates 7', flush=True); time.sleep(1.5); "
             f"open(r'{tmp_path / 'a' / 'checkpoint_last.pt'}', 'w').write('x')")

@@ -227,9 +227,12 @@ def check_cached(job: Job) -> bool:
     path = command_file(job)
     if not path.is_file():
         return True
-    recorded = read_record(path)
-    wanted = job.recorded if job.recorded is not None else job.argv
-    forms = [wanted] + job.accepts
+    # A recorded argv's program (argv[0]) is where the interpreter or fairseq-train is installed, not what the job
+    # runs: a reinstalled environment (python -> python3) keeps its finished runs.
+    skip = 1 if job.recorded is None else 0
+    recorded = read_record(path)[skip:]
+    wanted = (job.argv if job.recorded is None else job.recorded)[skip:]
+    forms = [wanted] + [form[skip:] for form in job.accepts]
     if any(_same(recorded, form) for form in forms):
         return True
     if job.resumable:
