@@ -159,7 +159,8 @@ def test_equal_time_spec_plans_corpus_cache_and_partners(tmp_path):
     setup = Setup(tmp_path / "bin", tmp_path / "t.pt", "de", "en", REPO / "pet_fairseq")
     jobs = {j.name: j for j in plan_jobs(spec, setup, tmp_path, Path("fairseq-train"), Path("python"))}
     assert list(jobs) == ["corpus:beam5", "cache:beam5-k16", "distilled", "cache:references-k16", "ref-kd", "no-kd",
-                          "ref-kd-seed2", "no-kd-seed2", "no-kd-equal-updates", "online-kd-equal-updates"]
+                          "ref-kd-seed2", "no-kd-seed2", "no-kd-equal-updates", "online-kd-equal-updates",
+                          "online-600", "online-600-seed2", "cached-600", "cached-600-seed2"]
     references = jobs["cache:references-k16"]  # word KD on the references: the cache is made from the data-bin
     assert references.argv[1:4] == ["-m", "pet_fairseq.kdcache", str(tmp_path / "bin")] and references.needs == []
     assert jobs["ref-kd"].charges == ["cache:references-k16"] and jobs["ref-kd"].seconds == 2400
@@ -177,6 +178,9 @@ def test_equal_time_spec_plans_corpus_cache_and_partners(tmp_path):
     assert jobs["no-kd-equal-updates"].needs == ["distilled"] and jobs["no-kd-equal-updates"].charges == []
     assert jobs["online-kd-equal-updates"].charges == ["corpus:beam5"]
     assert "--teacher-cache" not in jobs["online-kd-equal-updates"].argv
+    online, cached = jobs["online-600"], jobs["cached-600"]  # cached against online KD at equal updates
+    assert online.argv[online.argv.index("--max-update") + 1] == "600" == cached.argv[cached.argv.index("--max-update") + 1]
+    assert "--teacher-cache" not in online.argv and cached.charges == ["cache:references-k16"]
 
 
 def test_a_time_budget_pays_for_its_corpus_and_cache_and_a_partner_gets_its_updates(tmp_path):

@@ -102,6 +102,30 @@ def test_cached_and_online_kd_losses_agree_when_k_covers_the_vocabulary(setup, t
         assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=2e-3)
 
 
+def test_validation_with_a_cache_reports_the_ce_without_running_the_teacher(setup, tmp_path):
+    data, teacher = setup
+    assert build_cache(data, teacher, tmp_path / "cache", "--k", "4") == 0
+    cache = ("--teacher-cache", str(tmp_path / "cache"), "--inter-beta", "0", "--kd-alpha", "0.5")
+    task, student, criterion = distillation(data, teacher, *cache)
+    sample = train_batches(task, max_tokens=80)[0]
+    student.train(False)
+    criterion.train(False)  # validation
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher ran during validation")
+
+    task.teacher_outputs = no_teacher
+    loss, _, log = criterion(student, sample)
+    ce, nll = criterion.compute_loss(student, student(**sample["net_input"]), sample)
+    assert "kd_loss" not in log and float(loss) == pytest.approx(float(ce)) == pytest.approx(float(log["ce_loss"]))
+    assert float(log["nll_loss"]) == pytest.approx(float(nll))
+    _, online_student, asked = distillation(data, teacher, *cache, "--kd-validation", "kd")
+    asked.train(False)
+    _, _, log = asked(student, sample)  # the teacher runs: the training objective, KD term included
+    assert float(log["kd_loss"]) > 0 and float(log["loss"]) == pytest.approx(
+        0.5 * float(log["ce_loss"]) + 0.5 * float(log["kd_loss"]), rel=1e-5)
+
+
 def test_cache_records_what_it_was_made_from_and_the_mass_it_keeps(setup, tmp_path, capsys):
     data, teacher = setup
     assert build_cache(data, teacher, tmp_path / "cache", "--k", "4") == 0

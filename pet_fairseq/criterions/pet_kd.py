@@ -21,7 +21,12 @@ teacher's mass outside its top-k is dropped and the kept part renormalised: the 
 q = softmax(log p^T_topk / τ) over the k cached tokens against the student's full-vocabulary
 log-probabilities at those tokens (:func:`kd_topk_kl_loss`), which equals the online term when k
 covers the vocabulary. The intermediate loss needs the teacher's hidden states, which are not
-cached, so it must be off (``--inter-beta 0``). Validation runs the teacher online as before.
+cached, so it must be off (``--inter-beta 0``).
+
+``--kd-validation`` chooses what validation computes: ``kd`` the training objective (the teacher
+runs on every validation batch), ``ce`` the label-smoothed CE a run without KD reports (the teacher
+does not run; ``loss`` then equals ``ce_loss``); ``auto`` is ``ce`` with ``--teacher-cache``, so a
+cached run never runs its teacher, and ``kd`` otherwise. ``nll_loss`` is the same either way.
 
 PET's warm-up as a phase of the same run: for the first ``⌊f · max_update⌋`` updates
 (``--warmup-fraction f``) the loss is the warm-up loss of :mod:`pet_fairseq.criterions.pet_warmup`
@@ -42,6 +47,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterionConfig,
     label_smoothed_nll_loss,
 )
+from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 from omegaconf import II
 from torch import Tensor, nn
@@ -190,6 +196,12 @@ class PETKDConfig(LabelSmoothedCrossEntropyCriterionConfig):
     token_loss_weight: float = field(
         default=0.0, metadata={"help": "warm-up phase: weight of the ordinary token cross-entropy"}
     )
+    kd_validation: ChoiceEnum(["auto", "kd", "ce"]) = field(
+        default="auto",
+        metadata={"help": "what validation computes: kd = the training objective (runs the teacher on every "
+                          "validation batch); ce = the label-smoothed CE of a run without KD (the teacher does not "
+                          "run); auto = ce with --teacher-cache, kd otherwise"},
+    )
     max_update: int = II("optimization.max_update")
 
 
@@ -199,8 +211,8 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
 
     def __init__(self, task, sentence_avg, label_smoothing, kd_alpha, kd_temperature, inter_beta,
                  encoder_layer_map, decoder_layer_map, warmup_fraction=0.0, confidence_threshold=0.5,
-                 warmup_label_smoothing=0.0, token_loss_weight=0.0, max_update=0, ignore_prefix_size=0,
-                 report_accuracy=False):
+                 warmup_label_smoothing=0.0, token_loss_weight=0.0, kd_validation="auto", max_update=0,
+                 ignore_prefix_size=0, report_accuracy=False):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         self.warmup_updates = warmup_phase_updates(warmup_fraction, max_update)
         if not 0.0 < confidence_threshold < 1.0:
@@ -219,6 +231,10 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
             raise ConfigError(f"--teacher-cache replaces the teacher's forward pass, but the intermediate-layer loss "
                              f"(--inter-beta {inter_beta}) needs the teacher's hidden states: pass --inter-beta 0, or "
                              "drop --teacher-cache to run the teacher online")
+        self.validate_with_teacher = kd_validation == "kd" or (kd_validation == "auto" and not task.cfg.teacher_cache)
+        if not self.validate_with_teacher:
+            logger.info(f"pet_kd: validation reports the label-smoothed CE without running the teacher "
+                        f"(--kd-validation {kd_validation}; kd = the training objective)")
         teacher, student = stack_shape(task.teacher), task.student_shape
         if inter_beta == 0:  # no intermediate loss: no pairs, so no projections to train or save
             if any(m.strip() not in ("", AUTO_LAYER_MAP) for m in (encoder_layer_map, decoder_layer_map)):
@@ -245,6 +261,9 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
     def forward(self, model, sample, reduce=True):
         if self.in_warmup:
             return self.warmup_forward(model, sample, reduce)
+        if not self.training and not self.validate_with_teacher:
+            loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce)
+            return loss, sample_size, dict(logging_output, ce_loss=loss.data)
         student = forward_with_states(model, sample["net_input"])
         target_mask = model.get_targets(sample, student.net_output).ne(self.padding_idx)
         cached = self.task.cached_teacher(sample) if self.training else None
