@@ -25,7 +25,7 @@ from pet_fairseq.core.arguments import BATCH_SIZE, BEAM, add_language_args
 from pet_fairseq.core.cli import command
 from pet_fairseq.core.plateau import average_checkpoints, interval_checkpoints
 from pet_fairseq.study.curves import plot_curves
-from pet_fairseq.study.runner import Job, plan_jobs, run_dir, run_jobs, wall_seconds
+from pet_fairseq.study.runner import PROGRESS_EVERY, Job, plan_jobs, run_dir, run_jobs, wall_seconds
 from pet_fairseq.study.spec import Setup, SpecError, load_spec
 from pet_fairseq.study.table import build_rows, curves_of, evaluate, markdown
 
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     bin_dir = Path(sys.executable).parent
     jobs = plan_jobs(spec, setup, out, bin_dir / "fairseq-train", Path(sys.executable), only)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    status = run_jobs(jobs, args.jobs, threads)
+    status = run_jobs(jobs, args.jobs, threads, report_every=PROGRESS_EVERY)
     failed = [name for name, s in status.items() if s in ("failed", "skipped")]
     variants = [v for v in ([spec.variant(n) for n in only] if only else spec.variants) if status.get(v.name) in ("ok", "cached")]
     if args.train_only or not variants:

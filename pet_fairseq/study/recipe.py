@@ -45,7 +45,7 @@ from pet_fairseq.core.cli import command
 from pet_fairseq.core.errors import ConfigError, PetError
 from pet_fairseq.core.files import infer_pair, write_json_atomic
 from pet_fairseq.core.plateau import average_last, stop_report, summary_line
-from pet_fairseq.study.runner import Job, command_file, run_jobs
+from pet_fairseq.study.runner import PROGRESS_EVERY, Job, command_file, run_jobs
 
 logger = logging.getLogger("pet_fairseq.study.recipe")
 USER_DIR = Path(__file__).resolve().parents[1]
@@ -54,8 +54,6 @@ KD_MODES = ("cached", "online")
 TEACHER_METRICS = ("bleu", "loss")
 #: what a refusal of a changed stage suggests
 FIX = "pass --force to redo every stage, choose another --out, or rerun with the same options"
-#: seconds between progress lines of a running stage
-PROGRESS_EVERY = 60.0
 #: what --force removes under --out (the stages, their records, logs and wall times)
 STAGE_PATHS = ("teacher", "seqkd", "seqkd.shards", "seqkd.command.txt", "seqkd.log", "seqkd.wall.json", "cache",
                "cache.command.txt", "cache.log", "cache.wall.json", "student", "teacher.failed.log", "student.failed.log")

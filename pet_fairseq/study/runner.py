@@ -39,6 +39,8 @@ from tqdm import tqdm
 from pet_fairseq.study.spec import Setup, Spec, SpecError, cache_command, seqkd_command, train_command
 
 logger = logging.getLogger("pet_fairseq.study")
+#: seconds between the progress lines of a running job (``run_jobs(report_every=...)``)
+PROGRESS_EVERY = 60.0
 
 
 @dataclass
