@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import os
 import sys
 from typing import List, Optional
 
@@ -131,6 +132,22 @@ def initialise(teacher_path: str, out_path: str, opts: argparse.Namespace) -> nn
     return student
 
 
+def output_problem(teacher: str, out: str, force: bool) -> Optional[str]:
+    """Why ``out`` cannot be written (the teacher itself, a folder, an existing file without ``force``, a missing
+    folder), or ``None``."""
+    folder = os.path.dirname(out) or "."
+    if os.path.isdir(out):
+        return f"STUDENT.pt {out} is a folder; pass a file name for the student checkpoint"
+    if os.path.exists(out) and os.path.exists(teacher) and os.path.samefile(out, teacher):
+        return f"STUDENT.pt {out} is the teacher checkpoint {teacher}: the student never replaces its teacher; " \
+               "choose another STUDENT.pt"
+    if os.path.exists(out) and not force:
+        return f"STUDENT.pt {out} exists; pass --force to overwrite it, or choose another file"
+    if not os.path.isdir(folder):
+        return f"STUDENT.pt {out}: its folder {folder} does not exist; create it first"
+    return None
+
+
 @command("kronecker-init")
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="pet-kronecker-init", description=__doc__.split("\n\n")[0])
@@ -144,9 +161,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--encoder-source-layers", default="", help="teacher layer (1-based) for each unique encoder layer")
     p.add_argument("--decoder-source-layers", default="", help="teacher layer (1-based) for each unique decoder layer")
     p.add_argument("--data-bin", default="", help="data-bin with the dictionaries, if the teacher's is not at its saved path")
+    p.add_argument("--force", action="store_true", help="overwrite an existing STUDENT.pt")
     opts = p.parse_args(argv)
     if not any((opts.kronecker_ffn, opts.kronecker_attention, opts.kronecker_embeddings)):
         p.error("nothing to factor: give --kronecker-ffn, --kronecker-attention and/or --kronecker-embeddings")
+    problem = output_problem(opts.teacher, opts.out, opts.force)
+    if problem:
+        p.error(problem)
     try:
         initialise(opts.teacher, opts.out, opts)
     except (OSError, ValueError) as err:

@@ -14,16 +14,18 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATASET=multi30k RAW="" OUT="$ROOT/runs/quickstart" FULL=0 FORCE=0 SRC="" TGT="" T_UPDATES=5000 PARTNERS=0 TEACHER_CKPT=""
+# an option that takes a value, given as the last argument, is one error line (not bash's "$2: unbound variable")
+value() { [ $# -ge 2 ] || { echo "error: $1 needs a value (see --help)" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --dataset) DATASET="$2"; shift 2 ;;
-    --raw) RAW="$2"; shift 2 ;;
-    --out) OUT="$2"; shift 2 ;;
-    --src) SRC="$2"; shift 2 ;;
-    --tgt) TGT="$2"; shift 2 ;;
+    --dataset) value "$@"; DATASET="$2"; shift 2 ;;
+    --raw) value "$@"; RAW="$2"; shift 2 ;;
+    --out) value "$@"; OUT="$2"; shift 2 ;;
+    --src) value "$@"; SRC="$2"; shift 2 ;;
+    --tgt) value "$@"; TGT="$2"; shift 2 ;;
     --full) FULL=1; shift ;;
-    --teacher-updates) T_UPDATES="$2"; shift 2 ;;
-    --teacher) TEACHER_CKPT="$2"; shift 2 ;;
+    --teacher-updates) value "$@"; T_UPDATES="$2"; shift 2 ;;
+    --teacher) value "$@"; TEACHER_CKPT="$2"; shift 2 ;;
     --equal-updates) PARTNERS=1; shift ;;
     --force) FORCE=1; shift ;;
     -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'

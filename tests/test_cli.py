@@ -205,3 +205,14 @@ def test_an_own_default_needs_a_reason_and_another_value():
     action = next(a for a in parser._actions if a.dest == "source_lang")
     assert own_default_reason(action) == "100% German data" and "100% German data" in parser.format_help()
     assert parser.parse_args([]).source_lang == "de"
+
+
+@pytest.mark.parametrize("option", ["--dataset", "--raw", "--out", "--src", "--tgt", "--teacher-updates", "--teacher"])
+def test_quickstart_names_an_option_given_without_its_value(tmp_path, option):
+    """Probe qs03: `--dataset` as the last argument ended in bash's '$2: unbound variable'."""
+    out = tmp_path / "qs"
+    argv = ["--out", str(out), option] if option != "--out" else ["--dataset", "multi30k", option]
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "quickstart.sh"), *argv], capture_output=True, text=True,
+                          timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2 and proc.stderr == f"error: {option} needs a value (see --help)\n"
+    assert list(tmp_path.iterdir()) == []

@@ -347,6 +347,61 @@ def test_compare_reports_every_failed_model_and_exits_non_zero(tmp_path, capsys)
     assert not (tmp_path / "out" / "report.png").exists()  # nothing to plot
 
 
+def test_compare_checks_each_models_direction(tmp_path, capsys, monkeypatch):
+    """Probe cp05 (--source-lang en --target-lang de with de->en models) and cp06 (an en->de model among de->en ones):
+    both were decoded and scored without a word."""
+    data = _data_bin(tmp_path / "bin", ["a", "b"], subsets=("test",))
+    de_en, en_de = _fake_checkpoint(SharedNet(), train_dir=data), _fake_checkpoint(SharedNet(), train_dir=data)
+    en_de["cfg"]["task"].update(source_lang="en", target_lang="de")
+    torch.save(de_en, tmp_path / "de_en.pt")
+    torch.save(en_de, tmp_path / "en_de.pt")
+    decoded = []
+
+    def fake_decoder(job, _path, **_kwargs):  # what would be decoded; no decoding in a unit test
+        decoded.append((job["label"], job["source_lang"], job["target_lang"]))
+        raise EvaluationError("not decoded in this test")
+
+    monkeypatch.setattr(compare, "run_decoder", fake_decoder)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    base = ["--data-bin", str(data), "--out-dir", str(tmp_path / "out"), "--labels", "a,b"]
+    assert compare.main(base + ["--source-lang", "en", "--target-lang", "de", str(tmp_path / "de_en.pt"),
+                                str(tmp_path / "de_en.pt")]) == 1
+    out = capsys.readouterr().out
+    assert out.count(f"FAILED: {tmp_path / 'de_en.pt'} translates de->en, but --source-lang en --target-lang de asks "
+                     "for en->de") == 2 and decoded == []
+    assert compare.main(base + [str(tmp_path / "de_en.pt"), str(tmp_path / "en_de.pt")]) == 1
+    out = capsys.readouterr().out
+    assert (f"| b | FAILED: {tmp_path / 'en_de.pt'} translates en->de, but the models before it de->en: the models of "
+            "one comparison must translate one direction; compare it separately") in out
+    assert decoded == [("a", "de", "en")]
+    assert "| a | FAILED: not decoded in this test" in out  # the first model's direction is kept all the same
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_compare_refuses_a_missing_bpe_model_and_an_out_dir_that_is_a_file(tmp_path, capsys):
+    """Probe cp07 (a missing --bpe-codes: worker tracebacks) and cp08 (--out-dir a file: FileExistsError)."""
+    data = _data_bin(tmp_path / "bin", ["a"])
+    afile = tmp_path / "five.de"
+    afile.write_text("ein hund\n")
+    cases = [
+        (["--bpe", "subword_nmt", "--bpe-codes", str(tmp_path / "nope.code")],
+         f"--bpe-codes {tmp_path / 'nope.code'} is not a file; pass the subword-nmt codes file the data was "
+         "prepared with"),
+        (["--bpe", "sentencepiece", "--sentencepiece-model", str(tmp_path / "nope.model")],
+         f"--sentencepiece-model {tmp_path / 'nope.model'} is not a file; pass the sentencepiece model the data was "
+         "prepared with"),
+        (["--out-dir", str(afile)], f"--out-dir {afile} is a file; pass a folder (it is created if missing)"),
+        (["--out-dir", str(afile / "sub")],
+         f"--out-dir {afile / 'sub'} lies under {afile}, which is a file; pass a folder (it is created if missing)"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as exit_:
+            compare.main(["--data-bin", str(data), *extra, "x.pt"])
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1] == f"pet-compare: error: {message}"
+    assert afile.read_text() == "ein hund\n" and sorted(p.name for p in tmp_path.iterdir()) == ["bin", "five.de"]
+
+
 # --- command line and report -----------------------------------------------------------------
 
 def test_default_labels_use_the_run_folder_for_fairseq_checkpoint_names():

@@ -185,6 +185,44 @@ def test_files_that_are_not_checkpoints_are_clear_errors_on_the_command_line(tmp
     assert not (tmp_path / "out.pt").exists()
 
 
+def test_unroll_never_overwrites_the_student_and_needs_force_for_an_existing_output(tmp_path, data_dir, capsys):
+    """Probe ex07 (OUT = the student replaced it), ex04 (an existing OUT replaced without --force), ex05 (a folder)."""
+    path, _, _ = student(tmp_path, data_dir)
+    existing = tmp_path / "existing.pt"
+    existing.write_bytes(b"an earlier export")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def refused(*argv: str) -> str:
+        assert export_main(["unroll", *argv]) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, errors
+        return errors[0]
+
+    assert refused(str(path), str(path), "--force") == (
+        f"error: OUT {path} is the student checkpoint {path}: unrolling never overwrites its input; choose another "
+        "output file")
+    assert refused(str(path), str(existing)) == \
+        f"error: {existing} exists; pass --force to overwrite it, or choose another output file"
+    assert refused(str(path), str(tmp_path)) == \
+        f"error: OUT {tmp_path} is a folder; pass a file name for the unrolled checkpoint (.pt)"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert export_main(["unroll", str(path), str(existing), "--force"]) == 0
+    assert torch.load(existing, weights_only=True)["cfg"]["model"]["arch"] == "transformer"
+    assert path.read_bytes() == before["student.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.pt", "student.pt"]  # no temporary file left
+
+
+def test_unroll_logs_the_plain_fairseq_generate_command_with_every_sentence_kept(tmp_path, data_dir, caplog):
+    """Probe fg01: plain fairseq-generate drops a last partial batch of an unrolled model without
+    --required-batch-size-multiple 1; the unroll log gives the whole command with it."""
+    path, _, _ = student(tmp_path, data_dir)
+    out = tmp_path / "unrolled.pt"
+    with caplog.at_level("INFO", logger="pet_fairseq.export"):
+        unroll_checkpoint(path, out, check=False)
+    assert (f"fairseq-generate {data_dir} --path {out} --source-lang de --target-lang en "
+            "--required-batch-size-multiple 1") in caplog.text
+
+
 def test_a_wrong_unrolling_is_caught_by_the_built_in_check(tmp_path, data_dir, monkeypatch):
     import pet_fairseq.core.unroll as unroll
 
@@ -250,6 +288,40 @@ def test_ctranslate2_model_stores_unchanged_layer_copies_once(tmp_path, data_dir
     info = json.loads((tmp_path / "int8" / "pet_export.json").read_text())
     assert (info["source_lang"], info["target_lang"], info["decoder_plan"]) == ("de", "en", "0,1,0~,1~")
     assert not is_model_dir(tmp_path) and not is_model_dir(path)
+
+
+def test_ctranslate2_refuses_another_data_bins_dictionaries_and_translate_reads_any_input(tmp_path, data_dir,
+                                                                                            capsys):
+    """Probe ex11 (other dictionaries: a state_dict traceback), ex20/ex22 (a missing or non-UTF-8 --input)."""
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
+    from pet_fairseq.core.ctranslate2.convert import convert
+
+    path, _, _ = student(tmp_path, data_dir)
+    other = write_data_dir(tmp_path / "other", toy_dictionary(VOCAB + 8))
+    with pytest.raises(ExportError) as refused:
+        convert(path, tmp_path / "ct2", data_bin=other)
+    message = str(refused.value)
+    assert message.startswith(f"--data-bin {other} does not hold the dictionaries {path} was trained with: ")
+    assert message.endswith("; pass --data-bin with the data-bin the model was trained on")
+    assert not (tmp_path / "ct2").exists()
+    assert export_main(["ctranslate2", str(path), str(tmp_path / "ct2"), "--data-bin", str(other)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: --data-bin ")
+
+    model_dir = convert(path, tmp_path / "ct2")
+    missing = tmp_path / "missing.de"
+    assert export_main(["translate", str(model_dir), "--input", str(missing)]) == 2
+    assert (f"error: --input {missing} is not a file; pass a text file, one tokenized and BPE'd sentence per line\n"
+            in capsys.readouterr().err)
+    bad = tmp_path / "bad.de"
+    bad.write_bytes(b"w1 w2\nw3 \xff w4\nw5\n")
+    before = bad.read_bytes()
+    out = tmp_path / "hyps.txt"
+    assert export_main(["translate", str(model_dir), "--input", str(bad), "--output", str(out), "--max-len-b", "3",
+                        "--tokenizer", "none", "--threads", "1"]) == 0
+    assert f"warning: {bad} line 2 is not valid UTF-8; undecodable bytes were replaced by U+FFFD" in \
+        capsys.readouterr().err
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 3 and bad.read_bytes() == before
 
 
 def test_ctranslate2_limits_are_export_errors(tmp_path, data_dir):

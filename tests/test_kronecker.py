@@ -128,3 +128,35 @@ def test_init_rejects_bad_source_layers(tmp_path):
     assert source_layers("", 2, 6, "x") == [2, 5]
     with pytest.raises(ValueError, match="give 2 teacher layers in 1..6"):
         source_layers("1,7", 2, 6, "--encoder-source-layers")
+
+
+def test_init_never_overwrites_the_teacher_and_needs_force_for_an_existing_student(tmp_path, capsys):
+    """Probe kr07 (STUDENT.pt = TEACHER.pt replaced the teacher) and kr05 (a missing folder named the .tmp file)."""
+    from pet_fairseq.kronecker_init import main
+
+    data = write_data_dir(tmp_path / "data", toy_dictionary(60))
+    teacher, _, _ = make_checkpoint(
+        tmp_path / "teacher.pt", data, "transformer", "--encoder-layers", "1", "--decoder-layers", "1",
+        "--encoder-embed-dim", "16", "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32",
+        "--decoder-ffn-embed-dim", "32", "--encoder-attention-heads", "2", "--decoder-attention-heads", "2")
+    existing = tmp_path / "student.pt"
+    existing.write_bytes(b"an earlier student")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+
+    def refused(out, *extra) -> str:
+        with pytest.raises(SystemExit) as exit_:
+            main([str(teacher), str(out), "--kronecker-ffn", "4,4", *extra])
+        assert exit_.value.code == 2
+        return capsys.readouterr().err.splitlines()[-1]
+
+    assert refused(teacher, "--force") == (f"pet-kronecker-init: error: STUDENT.pt {teacher} is the teacher checkpoint "
+                                          f"{teacher}: the student never replaces its teacher; choose another STUDENT.pt")
+    assert refused(existing) == (f"pet-kronecker-init: error: STUDENT.pt {existing} exists; pass --force to overwrite "
+                                 "it, or choose another file")
+    assert refused(tmp_path / "nodir" / "s.pt") == (f"pet-kronecker-init: error: STUDENT.pt {tmp_path / 'nodir' / 's.pt'}"
+                                                    f": its folder {tmp_path / 'nodir'} does not exist; create it first")
+    assert refused(tmp_path / "data") == (f"pet-kronecker-init: error: STUDENT.pt {tmp_path / 'data'} is a folder; "
+                                          "pass a file name for the student checkpoint")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert main([str(teacher), str(existing), "--kronecker-ffn", "4,4", "--force"]) == 0
+    assert existing.read_bytes() != b"an earlier student" and teacher.read_bytes() == before["teacher.pt"]

@@ -96,3 +96,44 @@ def test_averaging_two_checkpoints_gives_their_mean_weights(tmp_path):
     for key in sa:
         torch.testing.assert_close(avg[key], (sa[key] + sb[key]) / 2)
     assert main(["average", str(tmp_path), "--last", "4", "--out", str(tmp_path / "x.pt")]) == 2
+
+
+def test_average_refuses_an_out_that_is_one_of_its_inputs_and_names_last_below_two(tmp_path, capsys):
+    """Probe pl10 (--out = an averaged checkpoint replaced it) and pl08 (--last 0 named the checkpoint count)."""
+    data = write_data_dir(tmp_path / "data", toy_dictionary(40))
+    args = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
+            "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32"]
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    for seed, name in ((1, "checkpoint_1_10.pt"), (2, "checkpoint_1_20.pt")):
+        make_checkpoint(sd / name, data, "transformer", *args, seed=seed)
+    before = {p.name: p.read_bytes() for p in sd.iterdir()}
+    capsys.readouterr()
+    cases = [
+        (["--last", "2", "--out", str(sd / "checkpoint_1_20.pt")],
+         f"error: --out {sd / 'checkpoint_1_20.pt'} is checkpoint_1_20.pt, one of the checkpoints being averaged; "
+         f"choose another --out (e.g. {sd / 'checkpoint_avg2.pt'})"),
+        (["--last", "2", "--out", str(sd / "checkpoint_2_30.pt")],
+         f"error: --out {sd / 'checkpoint_2_30.pt'} is named like an interval checkpoint (checkpoint_E_U.pt) in {sd}, "
+         f"so a later average would take it for one; choose another --out (e.g. {sd / 'checkpoint_avg2.pt'})"),
+        (["--last", "0", "--out", str(tmp_path / "avg.pt")],
+         "error: --last 0: an average needs at least 2 checkpoints; pass --last 2 or more"),
+    ]
+    for extra, message in cases:
+        assert main(["average", str(sd), *extra]) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == message
+    assert {p.name: p.read_bytes() for p in sd.iterdir()} == before
+    assert main(["average", str(sd), "--last", "2", "--out", str(sd / "checkpoint_avg2.pt")]) == 0
+
+
+def test_report_reads_a_log_with_invalid_utf8(tmp_path, capsys):
+    """Probe pl07: a byte that is not UTF-8 ended in a UnicodeDecodeError traceback."""
+    log = tmp_path / "train.log"
+    log.write_bytes(synthetic_log(BLEU[:9]).encode() + b"a stray \xff byte\n")
+    before = log.read_bytes()
+    assert main(["report", str(log)]) == 0
+    assert "stopped at update 900" in capsys.readouterr().out and log.read_bytes() == before
+    bad = tmp_path / "bad.de"
+    bad.write_bytes(b"ein hund\n\xff\xfe\n")
+    assert main(["report", str(bad)]) == 2
+    assert capsys.readouterr().err == "error: the log holds no validation line ('valid on 'valid' subset')\n"

@@ -375,3 +375,25 @@ def test_misaligned_train_tags_are_reported(tmp_path: Path, capsys: pytest.Captu
     (release / f"{IWSLT14_TEST_SETS[-1]}.de-en.en.xml").unlink()
     code, _, stderr = _run(["iwslt14", "--raw", str(tmp_path), "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and f"IWSLT'14 test-set file not found: {release / IWSLT14_TEST_SETS[-1]}.de-en.en.xml" in stderr
+
+
+def test_negative_bpe_merges_and_empty_raw_files_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Probe pp06 (--bpe-merges -5: subword-nmt's codes-file error) and pp10 (empty raw files: a traceback)."""
+    raw = _raw_multi30k(tmp_path, n=50)
+    before = {p.name: p.read_bytes() for p in raw.iterdir()}
+    code, _, stderr = _run(["multi30k", "--raw", str(raw), "--out", str(tmp_path / "e"), "--bpe-merges", "-5"], capsys)
+    assert code == 2 and stderr.splitlines()[-1] == "error: --bpe-merges must be at least 1, got -5."
+    empty = tmp_path / "rawempty"
+    empty.mkdir()
+    for split in ("train", "val", "test"):
+        for lang in ("de", "en"):
+            (empty / f"{split}.{lang}").write_bytes(b"")
+    code, _, stderr = _run(["multi30k", "--raw", str(empty), "--out", str(tmp_path / "i"), "--bpe-merges", "300",
+                            "--workers", "1"], capsys)
+    assert code == 2 and "Traceback" not in stderr
+    assert stderr.splitlines()[-1] == (
+        f"error: no training sentence pairs: the training files (folder {empty}) hold 0 pairs; pass training files "
+        "that hold text (one sentence per line, both sides aligned).")
+    assert not (tmp_path / "e").exists() and not (tmp_path / "i").exists()
+    assert {p.name: p.read_bytes() for p in raw.iterdir()} == before
+    assert all(p.read_bytes() == b"" for p in empty.iterdir())

@@ -231,3 +231,23 @@ def test_cli_input_errors(data_dir, tmp_path, capsys):
                      "--target-encoder-layers", "1"]) == 2
     assert "is not a folder" in capsys.readouterr().err
     assert not (tmp_path / "out" / "pruning_log.json").exists()
+
+
+def test_an_out_dir_that_is_a_file_and_a_zero_beam_are_one_line(data_dir, tmp_path, capsys):
+    """Probe pr06 (--out-dir a file), pr06b (under a file) and pr11 (--metric bleu --beam 0): tracebacks before."""
+    path, _, _ = make_checkpoint(tmp_path / "m.pt", data_dir, "transformer", *TINY, "--encoder-layers", "3",
+                                 "--decoder-layers", "2")
+    afile = tmp_path / "five.de"
+    afile.write_text("ein hund\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    base = [str(data_dir), "--path", str(path), "--target-encoder-layers", "2"]
+    cases = [
+        (["--out-dir", str(afile)], f"error: --out-dir {afile} is a file; pass a folder (it is created if missing)"),
+        (["--out-dir", str(afile / "a")],
+         f"error: --out-dir {afile / 'a'} lies under {afile}, which is a file; pass a folder (it is created if missing)"),
+        (["--out-dir", str(tmp_path / "o"), "--metric", "bleu", "--beam", "0"], "error: --beam must be at least 1, got 0"),
+    ]
+    for extra, message in cases:
+        assert cli.main(base + extra) == 2, extra
+        assert capsys.readouterr().err.splitlines()[-1] == message
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

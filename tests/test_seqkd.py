@@ -436,6 +436,51 @@ def test_a_corpus_of_references_is_refused_then_accepted_without_decoding_again(
     assert not shards.exists()
 
 
+def test_a_work_dir_overlapping_the_data_bin_or_out_is_refused(split, tmp_path, capsys, refuse_loading):
+    """Probe sk22: the work folder is deleted after the merge, so it must never be the data-bin or --out."""
+    teacher, data = tmp_path / "teacher.pt", split.data_bin
+    teacher.write_bytes(b"x")
+    out = tmp_path / "corpus"
+    (out / "sub").mkdir(parents=True)
+    (out / "sub" / "keep.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    base = [str(data), "--teacher", str(teacher), "--out", str(out), "--force"]
+    tail = f"the work folder must be a folder of its own, apart from %s; choose another --work-dir (or leave it " \
+           f"out for {out}.shards)"
+    cases = [(data, "is the data-bin", "DATA_BIN"), (data / "w", f"lies inside the data-bin {data}", "DATA_BIN"),
+             (tmp_path, f"holds the data-bin {data}", "DATA_BIN"), (out, "is --out", "--out"),
+             (out / "sub", f"lies inside --out {out}", "--out")]
+    for work, relation, flag in cases:
+        assert refused(base + ["--work-dir", str(work)], capsys) == \
+            f"error: --work-dir {work} {relation}: " + tail % flag
+    (tmp_path / "models").mkdir()
+    teacher.rename(tmp_path / "models" / "teacher.pt")
+    teacher = tmp_path / "models" / "teacher.pt"
+    assert refused([str(data), "--teacher", str(teacher), "--out", str(tmp_path / "o"), "--work-dir",
+                    str(tmp_path / "models")], capsys) == \
+        f"error: --work-dir {tmp_path / 'models'} holds the teacher ({teacher}); choose another --work-dir " \
+        f"(or leave it out for {tmp_path / 'o'}.shards)"
+    teacher.rename(tmp_path / "teacher.pt")
+    (tmp_path / "models").rmdir()
+    assert snapshot(tmp_path) == before
+
+
+def test_an_existing_work_dir_keeps_its_files_and_only_the_shards_go(split, weak_teacher, tmp_path):
+    """Probe sk23: a --work-dir the run did not create is not deleted after the merge, only the shards it wrote."""
+    mine = tmp_path / "userfolder"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    before = snapshot(mine)
+    argv = [str(split.data_bin), "--teacher", str(weak_teacher), "--out", str(tmp_path / "corpus"), "--num-shards",
+            "2", "--beam", "1", "--threads", "1", "--max-replaced", "1", "--work-dir", str(mine)]
+    assert cli.main(argv) == 0
+    assert (tmp_path / "corpus" / "seqkd.json").is_file()
+    assert snapshot(mine) == before  # notes.txt untouched, no shard left behind
+    created = tmp_path / "fresh"  # a --work-dir the run creates is its own, and goes after the merge
+    assert cli.main(argv[:-1] + [str(created), "--out", str(tmp_path / "corpus2")]) == 0
+    assert not created.exists() and (tmp_path / "corpus2" / "seqkd.json").is_file()
+
+
 @pytest.fixture
 def bpe_data_bin(split, tmp_path) -> Path:
     """The toy data-bin with a recipe and real subword-nmt codes (learned on its own words), as data_prep leaves it."""

@@ -257,3 +257,23 @@ def test_converged_spec_stops_runs_on_a_plateau_and_evaluates_the_average(tmp_pa
     with pytest.raises(SpecError, match="average_last >= 2"):
         parse_spec({"budget": 10, "students": {"s": ""}, "average_last": 1,
                     "variants": [{"name": "a", "student": "s", "criterion": "ce"}]})
+
+
+def test_negative_threads_are_refused_before_any_run(tmp_path, capsys):
+    """Probe st07: --threads -1 reached each run as OMP_NUM_THREADS=-1 (libgomp ignored it) without a word."""
+    import signal
+
+    from pet_fairseq.study.cli import main
+
+    (tmp_path / "data").mkdir()
+    teacher = tmp_path / "teacher.pt"
+    teacher.write_bytes(b"a teacher")
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main(["--spec", str(tmp_path / "spec.json"), "--data-bin", str(tmp_path / "data"), "--teacher",
+                     str(teacher), "--out", str(tmp_path / "out"), "--source-lang", "de", "--target-lang", "en",
+                     "--train-only", "--threads", "-1"]) == 2
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert capsys.readouterr().err.splitlines()[-1] == "error: --threads must be at least 0, got -1"
+    assert not (tmp_path / "out").exists() and teacher.read_bytes() == b"a teacher"

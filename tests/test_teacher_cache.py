@@ -210,3 +210,39 @@ def test_shards_of_another_k_are_refused(setup, tmp_path, capsys):
     assert build_cache(data, teacher, tmp_path / "cache", "--k", "4", "--shard-id", "0") == 0
     assert build_cache(data, teacher, tmp_path / "cache", "--k", "5") == 2
     assert "made with a different k" in capsys.readouterr().err
+
+
+def test_a_finished_cache_of_another_k_is_replaced_only_with_force(setup, tmp_path, capsys):
+    """Probe kc12: a finished k-4 cache was replaced by a k-8 build without --force or a word."""
+    data, teacher = setup
+    out = tmp_path / "cache"
+    assert build_cache(data, teacher, out, "--k", "4") == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert build_cache(data, teacher, out, "--k", "8") == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: --out {out} holds a finished teacher cache made with --k 4 (this run asks for --k 8); pass --force "
+        "to replace it, or choose another --out")
+    other, _, _ = make_checkpoint(tmp_path / "other.pt", data, "transformer", *TEACHER_ARGS, seed=12)
+    assert build_cache(data, other, out, "--k", "4") == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: --out {out} holds a finished teacher cache made with another teacher; pass --force to replace it, "
+        "or choose another --out")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert build_cache(data, teacher, out, "--k", "4") == 0  # the same cache again: nothing to refuse
+    assert build_cache(data, teacher, out, "--k", "8", "--force") == 0
+    assert TeacherCache.open(out).k == 8
+
+
+def test_max_tokens_below_the_longest_sentence_is_one_line(setup, tmp_path, capsys):
+    """Probe kc10: fairseq's batching asserted 'Sentences lengths should not exceed max_tokens' in a traceback."""
+    data, teacher = setup
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    longest = max(max(len(indexed_dataset.MMapIndexedDataset(str(data / f"train.de-en.{lang}"))[i])
+                      for i in range(SENTENCES)) for lang in ("de", "en"))
+    assert cli.main([str(data), "--teacher", str(teacher), "--out", str(tmp_path / "c"), "--max-tokens",
+                     str(longest - 1)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: --max-tokens {longest - 1} is below the longest sentence of the train split ({longest} tokens): a "
+        f"batch must hold it; pass --max-tokens {longest} or more")
+    assert not (tmp_path / "c").exists() and {p.name: p.read_bytes() for p in data.iterdir()} == before

@@ -312,6 +312,54 @@ def test_an_output_in_a_missing_folder_or_that_is_a_folder_is_refused_before_loa
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_output_that_is_the_input_file_is_refused(toy_model, tmp_path, capsys):
+    """Probe tr22: --output equal to the input replaced the source text by its translation."""
+    checkpoint, _, source = toy_model
+    same = tmp_path / "same.de"
+    same.write_bytes(source.read_bytes())
+    link = tmp_path / "link.de"
+    link.symlink_to(same)
+    for output in (same, link, tmp_path / "." / "same.de"):
+        assert main([str(checkpoint), str(same), "--output", str(output), *TOY_DECODE]) == 2
+        assert capsys.readouterr().err == (f"error: --output {output} is the input file {same}: its text would be "
+                                           "replaced by the translations; choose another --output\n")
+    assert same.read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-len-b", "-5"], "--max-len-b must be at least 1, got -5"),
+    (["--max-len-b", "0"], "--max-len-b must be at least 1, got 0"),
+    (["--max-len-a", "-1"], "--max-len-a must be at least 0, got -1.0"),
+])
+def test_an_impossible_length_limit_is_one_line(toy_model, tmp_path, capsys, args, message):
+    """Probe tr25: --max-len-b -5 ended in fairseq's AssertionError traceback."""
+    checkpoint, _, source = toy_model
+    before = source.read_bytes()
+    assert main([str(checkpoint), str(source), *args]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert source.read_bytes() == before
+
+
+def test_a_truncated_ctranslate2_model_is_one_line(toy_model, tmp_path, capsys):
+    """Probe tr35: a truncated model.bin ended in CTranslate2's RuntimeError traceback."""
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
+    from pet_fairseq.core.ctranslate2.convert import convert
+
+    checkpoint, _, source = toy_model
+    model_dir = convert(checkpoint, tmp_path / "ct2")
+    assert main([str(model_dir), str(source), *TOY_DECODE]) == 0  # the complete model translates
+    capsys.readouterr()
+    weights = model_dir / "model.bin"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    before = weights.read_bytes()
+    assert main([str(model_dir), str(source), *TOY_DECODE]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot load the CTranslate2 model {model_dir} (") and len(err.splitlines()) == 1
+    assert err.endswith("); if its model.bin is damaged or incomplete, export it again (pet-export ctranslate2 ... "
+                        "--force)\n")
+    assert weights.read_bytes() == before
+
+
 @pytest.mark.parametrize("options, asked", [
     (["--source-lang", "en", "--target-lang", "de"], "en->de"),
     (["--target-lang", "de"], "de->de"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
 import sys
 from dataclasses import asdict, dataclass
@@ -174,12 +175,21 @@ def average_checkpoints(paths: Sequence[Path], out: Path) -> Path:
 
 def average_last(save_dir: Path, last: int, out: Path) -> List[Path]:
     """Average the last ``last`` interval checkpoints of ``save_dir`` into ``out``; returns the files averaged."""
+    if last < 2:
+        raise ConfigError(f"--last {last}: an average needs at least 2 checkpoints; pass --last 2 or more")
     if not save_dir.is_dir():
         raise MissingFileError(f"{save_dir} is not a folder: pass the run's --save-dir")
     found = interval_checkpoints(save_dir)
-    if last < 2 or len(found) < last:
+    if len(found) < last:
         raise ConfigError(f"--last {last}: {save_dir} holds {len(found)} interval checkpoints "
                           "(checkpoint_E_U.pt); train with --save-interval-updates and --keep-interval-updates N")
+    if out.exists() and any(os.path.samefile(out, p) for p in found[-last:]):
+        raise ConfigError(f"--out {out} is {out.name}, one of the checkpoints being averaged; choose another --out "
+                          f"(e.g. {save_dir / f'checkpoint_avg{last}.pt'})")
+    if out.absolute().parent.resolve() == save_dir.resolve() and _INTERVAL_CHECKPOINT.match(out.name):
+        raise ConfigError(f"--out {out} is named like an interval checkpoint (checkpoint_E_U.pt) in {save_dir}, so a "
+                          f"later average would take it for one; choose another --out (e.g. "
+                          f"{save_dir / f'checkpoint_avg{last}.pt'})")
     average_checkpoints(found[-last:], out)
     return found[-last:]
 
@@ -203,7 +213,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if not args.log.is_file():
         raise MissingFileError(f"{args.log} does not exist: pass the run's fairseq log (train.log)")
-    report = stop_report(args.log.read_text(encoding="utf-8"), args.metric)
+    report = stop_report(args.log.read_text(encoding="utf-8", errors="replace"), args.metric)
     if args.json:
         write_json_atomic(args.json, report)
     print(summary_line(report))

@@ -353,19 +353,55 @@ def verify(original: Dict[str, Any], unrolled: Dict[str, Any], tolerance: float 
     return difference
 
 
-def unroll_checkpoint(student: "str | os.PathLike", out: "str | os.PathLike", check: bool = True) -> UnrollSummary:
-    """Write ``student`` as a standard fairseq transformer checkpoint to ``out``; see the module docstring."""
+def check_output(student: Path, out: Path, force: bool, flag: str = "OUT") -> None:
+    """Refuse an output checkpoint that is a folder, the student itself, or (without ``force``) an existing file."""
+    if out.is_dir():
+        raise ExportError(f"{flag} {out} is a folder; pass a file name for the unrolled checkpoint (.pt)")
+    if out.exists() and student.exists() and os.path.samefile(out, student):
+        raise ExportError(f"{flag} {out} is the student checkpoint {student}: unrolling never overwrites its "
+                          "input; choose another output file")
+    if out.exists() and not force:
+        raise ExportError(f"{out} exists; pass --force to overwrite it, or choose another output file")
+
+
+def save_atomic(state: Dict[str, Any], out: Path) -> None:
+    """``torch.save`` to a temporary file next to ``out``, then rename it into place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def unroll_checkpoint(student: "str | os.PathLike", out: "str | os.PathLike", check: bool = True,
+                      force: bool = False) -> UnrollSummary:
+    """Write ``student`` as a standard fairseq transformer checkpoint to ``out``; see the module docstring.
+
+    ``out`` must not be the student; an existing ``out`` is replaced only with ``force``.
+    """
     student, out = Path(student), Path(out)
+    check_output(student, out, force)
     state = read_student(student)
     unrolled, summary = unroll_state(state, student)
     if check:
         difference = verify(state, unrolled)
         logger.info("check: standard model == student on a random batch (max |diff| %.2g)", difference)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(unrolled, out)
+    save_atomic(unrolled, out)
     logger.info("%s", summary.describe())
-    logger.info("wrote %s (%.2f MB); %s", out, out.stat().st_size / 2**20, PLAIN_FAIRSEQ_NOTE)
+    logger.info("wrote %s (%.2f MB); %s: %s", out, out.stat().st_size / 2**20, PLAIN_FAIRSEQ_NOTE,
+                generate_command(out, unrolled["cfg"]))
     return summary
+
+
+def generate_command(out: Path, cfg: Dict[str, Any]) -> str:
+    """The plain ``fairseq-generate`` command for the unrolled checkpoint ``out``, with the option it needs."""
+    task = cfg.get("task") or {}
+    langs = (f" --source-lang {task['source_lang']} --target-lang {task['target_lang']}"
+             if task.get("source_lang") and task.get("target_lang") else "")
+    return (f"fairseq-generate {model_dictionary_dir(cfg) or 'DATA_BIN'} --path {out}{langs} "
+            "--required-batch-size-multiple 1")
 
 
 def model_dictionary_dir(cfg: Dict[str, Any]) -> Optional[Path]:

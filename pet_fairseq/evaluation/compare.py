@@ -21,14 +21,14 @@ import torch
 
 from pet_fairseq.core.arguments import add_decoding_args, add_device_args, add_language_args, resolve_batch_size, resolve_threads
 from pet_fairseq.core.checkpoint import read_checkpoint, save_inference_state
-from pet_fairseq.core.checks import check_dictionaries, check_subset, resolve_languages
+from pet_fairseq.core.checks import check_dictionaries, check_subset
 from pet_fairseq.core.cli import command
 from pet_fairseq.core.ctranslate2.decoding import check_parallel_batches
 from pet_fairseq.core.errors import InputError
 from pet_fairseq.evaluation import report
 from pet_fairseq.evaluation.environment import describe_environment
 from pet_fairseq.evaluation.errors import EvaluationError
-from pet_fairseq.evaluation.jobs import file_stem, make_job, score
+from pet_fairseq.evaluation.jobs import file_stem, make_job, model_languages, score
 from pet_fairseq.evaluation.ratios import add_ratios
 from pet_fairseq.evaluation.runner import run_decoder
 
@@ -83,9 +83,13 @@ def parse_labels(args: argparse.Namespace) -> list[str]:
     return labels
 
 
-def evaluate_model(args: argparse.Namespace, label: str, path: str, workdir: Path, ckpt_dir: Path) -> dict:
+def evaluate_model(args: argparse.Namespace, label: str, path: str, workdir: Path, ckpt_dir: Path,
+                   seen: dict | None = None) -> dict:
     """Check, strip, decode and score one checkpoint; raises :class:`EvaluationError` or
     :class:`~pet_fairseq.core.errors.InputError` on bad input.
+
+    ``seen``: what the models before it left (their direction, which this one must translate too,
+    :func:`~pet_fairseq.evaluation.jobs.model_languages`); one dict per comparison.
 
     A CTranslate2 model directory (holding ``model.bin``, see ``python -m pet_fairseq.export``) is
     decoded by :func:`pet_fairseq.evaluation.ct2_backend.evaluate_model` with the same settings.
@@ -94,9 +98,9 @@ def evaluate_model(args: argparse.Namespace, label: str, path: str, workdir: Pat
     from pet_fairseq.evaluation.ct2_backend import evaluate_model as evaluate_ctranslate2
 
     if is_model_dir(path):
-        return evaluate_ctranslate2(args, label, path, workdir)
+        return evaluate_ctranslate2(args, label, path, workdir, seen)
     state = read_checkpoint(path)
-    langs = resolve_languages(state, args.data_bin, args.source_lang, args.target_lang)
+    langs = model_languages(args, path, state, {} if seen is None else seen)
     check_subset(args.data_bin, args.subset, *langs)
     check_dictionaries(state, args.data_bin, *langs)
     stripped = ckpt_dir / f"{file_stem(label)}.inference.pt"
@@ -112,7 +116,8 @@ def evaluate_model(args: argparse.Namespace, label: str, path: str, workdir: Pat
 
 def evaluate_all(args: argparse.Namespace, labels: list[str]) -> list[dict]:
     """One row per model, in order; a failure becomes a row with ``status: failed`` and the reason."""
-    rows = []
+    rows: list[dict] = []
+    seen: dict = {}  # the direction of the first model, which every other must share
     with tempfile.TemporaryDirectory(prefix="pet-compare-") as tmp:
         workdir = Path(tmp)
         ckpt_dir = args.out_dir / "checkpoints" if args.keep_inference_checkpoints else workdir
@@ -120,7 +125,7 @@ def evaluate_all(args: argparse.Namespace, labels: list[str]) -> list[dict]:
             logger.info("[%d/%d] %s: %s", index, len(labels), label, path)
             row = {"label": label, "checkpoint": str(path), "status": "ok", "error": None}
             try:
-                row.update(evaluate_model(args, label, path, workdir, ckpt_dir))
+                row.update(evaluate_model(args, label, path, workdir, ckpt_dir, seen))
             except (EvaluationError, InputError) as exc:
                 logger.error("%s FAILED: %s", label, exc)
                 row.update(status="failed", error=str(exc))
@@ -149,6 +154,16 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error("--bpe subword_nmt needs --bpe-codes")
     if args.bpe == "sentencepiece" and not args.sentencepiece_model:
         parser.error("--bpe sentencepiece needs --sentencepiece-model")
+    for option, value, what in (("--bpe-codes", args.bpe_codes, "subword-nmt codes file"),
+                                ("--sentencepiece-model", args.sentencepiece_model, "sentencepiece model")):
+        if value and not Path(value).is_file():
+            parser.error(f"{option} {value} is not a file; pass the {what} the data was prepared with")
+    if args.out_dir.exists() and not args.out_dir.is_dir():
+        parser.error(f"--out-dir {args.out_dir} is a file; pass a folder (it is created if missing)")
+    above = next((p for p in args.out_dir.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        parser.error(f"--out-dir {args.out_dir} lies under {above}, which is a file; pass a folder (it is created "
+                     "if missing)")
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: CUDA is not available")
     if min(args.repeats, args.threads, args.beam) < 1 or args.warmup < 0:

@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from pet_fairseq.core.bleu import read_lines
-from pet_fairseq.core.checks import resolve_languages
 from pet_fairseq.core.ctranslate2.model_dir import (
     check_vocabularies,
     directory_bytes,
@@ -28,13 +27,14 @@ from pet_fairseq.core.ctranslate2.subset import read_subset
 from pet_fairseq.core.postprocess import build_bpe_decoder, build_detokenizer
 from pet_fairseq.evaluation import ct2_worker
 from pet_fairseq.evaluation.errors import EvaluationError
-from pet_fairseq.evaluation.jobs import file_stem, make_job, score, write_texts
+from pet_fairseq.evaluation.jobs import file_stem, make_job, model_languages, score, write_texts
 from pet_fairseq.evaluation.runner import run_decoder
 
 logger = logging.getLogger("pet_fairseq.evaluation.ct2_backend")
 
 
-def evaluate_model(args: argparse.Namespace, label: str, model_dir: str, workdir: Path) -> dict:
+def evaluate_model(args: argparse.Namespace, label: str, model_dir: str, workdir: Path,
+                   seen: dict | None = None) -> dict:
     """The figures of ``pet_fairseq.evaluation.compare.evaluate_model`` for a CTranslate2 model directory.
 
     The subset is read here (with fairseq); the model is run in a torch-free subprocess
@@ -47,7 +47,7 @@ def evaluate_model(args: argparse.Namespace, label: str, model_dir: str, workdir
         raise EvaluationError(f"{model_dir}: CTranslate2 models are evaluated on the CPU only (got --device {args.device})")
     require_ctranslate2()
     info = export_info(model_dir)
-    langs = resolve_languages({"cfg": {"task": info}}, args.data_bin, args.source_lang, args.target_lang)
+    langs = model_languages(args, model_dir, {"cfg": {"task": info}}, {} if seen is None else seen)
     check_vocabularies(model_dir, args.data_bin, *langs)
     sources, references = read_subset(args.data_bin, args.subset, *langs)
     stem = file_stem(label)

@@ -13,11 +13,29 @@ from pathlib import Path
 from typing import Callable
 
 from pet_fairseq.core import bleu
+from pet_fairseq.core.checks import resolve_languages, task_config
+from pet_fairseq.core.direction import check_direction
+from pet_fairseq.evaluation.errors import EvaluationError
 
 
 def file_stem(label: str) -> str:
     """A label made safe for a file name."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+
+
+def model_languages(args: argparse.Namespace, path: str | Path, state: dict, seen: dict) -> tuple[str, str]:
+    """The direction ``path`` is compared in: the one it records, which ``--source-lang``/``--target-lang`` may only
+    repeat (:func:`~pet_fairseq.core.direction.check_direction`), and which must be that of the models before it:
+    the first direction found is kept in ``seen["pair"]`` (one dict per comparison)."""
+    task = task_config(state)
+    check_direction(str(path), (task.get("source_lang"), task.get("target_lang")), args.source_lang,
+                    args.target_lang, error=EvaluationError)
+    langs = tuple(resolve_languages(state, args.data_bin, args.source_lang, args.target_lang))
+    pair = seen.setdefault("pair", langs)
+    if langs != pair:
+        raise EvaluationError(f"{path} translates {langs[0]}->{langs[1]}, but the models before it {pair[0]}->{pair[1]}: "
+                              "the models of one comparison must translate one direction; compare it separately")
+    return langs  # type: ignore[return-value]
 
 
 def make_job(args: argparse.Namespace, label: str, checkpoint: Path, langs: tuple[str, str], workdir: Path) -> dict:

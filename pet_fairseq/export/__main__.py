@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     unroll.add_argument("out", type=Path, help="where to write the standard checkpoint (.pt)")
     unroll.add_argument("--no-check", action="store_true",
                         help="skip comparing both models on a random batch before writing")
+    unroll.add_argument("--force", action="store_true", help="overwrite an existing OUT")
 
     sl = sub.add_parser("shortlist", help="write a lexical vocabulary shortlist (CTranslate2 vmap) from a bitext")
     sl.add_argument("out", type=Path, help="vocabulary-mapping file to write")
@@ -96,6 +97,21 @@ def _quantizations():
     return QUANTIZATIONS
 
 
+def read_input(path: Path) -> List[str]:
+    """The lines of ``--input``; undecodable UTF-8 is replaced (with a warning per line), never fatal."""
+    if not path.is_file():
+        raise ExportError(f"--input {path} is not a file; pass a text file, one tokenized and BPE'd sentence per line")
+    lines = []
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(raw.decode("utf-8", errors="replace"))
+            print(f"warning: {path} line {number} is not valid UTF-8; undecodable bytes were replaced by U+FFFD",
+                  file=sys.stderr)
+    return lines
+
+
 def translate_command(args: argparse.Namespace) -> int:
     """The ``translate`` subcommand: hypotheses to --output/stdout, BLEU to stderr for a subset."""
     from pet_fairseq.core import bleu
@@ -127,7 +143,7 @@ def translate_command(args: argparse.Namespace) -> int:
             sources, references = read_subset(args.data_bin, args.subset, src, tgt)
     else:
         tgt = args.target_lang or info.get("target_lang") or "en"
-        sources = [line.split() for line in args.input.read_text(encoding="utf-8").splitlines()]
+        sources = [line.split() for line in read_input(args.input)]
     threads = resolve_threads(args.threads)
     try:
         translator = decoding.load_translator(str(args.model_dir), threads, compute_type=args.compute_type,
@@ -169,7 +185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     elif args.command == "unroll":
         from pet_fairseq.core.unroll import unroll_checkpoint
 
-        unroll_checkpoint(args.student, args.out, check=not args.no_check)
+        unroll_checkpoint(args.student, args.out, check=not args.no_check, force=args.force)
     elif args.command == "ctranslate2":
         from pet_fairseq.core.ctranslate2.convert import convert
 

@@ -14,6 +14,7 @@ rerun skips finished shards, so a killed build resumes.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-shards", type=int, default=8, help="contiguous shards (the unit of resuming and splitting)")
     p.add_argument("--shard-id", type=int, default=None, help="compute only this shard, do not merge")
     p.add_argument("--keep-shards", action="store_true", help="keep the shards after merging")
+    p.add_argument("--force", action="store_true",
+                   help="replace a finished cache in --out made from another teacher, split or --k")
     add_language_args(p)
     add_device_args(p, parallel_batches=False)
     return p
@@ -73,6 +76,29 @@ def check_args(args: argparse.Namespace) -> None:
         raise TeacherCacheError(f"data-bin {args.data_bin} is not a folder; pass the binarized data the student trains on")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise TeacherCacheError(f"--out {args.out} is a file; pass a folder for the cache")
+
+
+#: how a refusal names each part of a cache's fingerprint
+MADE_FROM = {"teacher_sha256": "another teacher", "split_sha256": "another corpus", "split": "another --split",
+             "source_lang": "another direction", "target_lang": "another direction", "vocab": "another vocabulary"}
+
+
+def check_finished_cache(out: Path, expected: Dict[str, object]) -> None:
+    """Refuse to replace a finished cache (``cache.json``) made from another teacher, corpus or ``--k``."""
+    meta = out / "cache.json"
+    if not meta.is_file():
+        return
+    try:
+        recorded = json.loads(meta.read_text(encoding="utf-8")).get("fingerprint", {})
+    except (ValueError, AttributeError):
+        recorded = {}
+    differing = [key for key in expected if recorded.get(key) != expected[key]]
+    if not differing:
+        return
+    reasons = [f"--k {recorded.get('k')} (this run asks for --k {expected['k']})"] if "k" in differing else []
+    reasons += sorted({MADE_FROM.get(key, key) for key in differing if key != "k"})
+    raise TeacherCacheError(f"--out {out} holds a finished teacher cache made with {' and '.join(reasons)}; pass "
+                            "--force to replace it, or choose another --out")
 
 
 def load_dataset(data_bin: Path, split: str, src: str, tgt: str) -> LanguagePairDataset:
@@ -140,7 +166,13 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data_bin, args.split, src, tgt)
     if args.k > len(dataset.tgt_dict):
         raise TeacherCacheError(f"--k {args.k} exceeds the target vocabulary ({len(dataset.tgt_dict)} types)")
+    longest = int(np.maximum(dataset.src_sizes, dataset.tgt_sizes).max()) if len(dataset) else 0
+    if longest > args.max_tokens:
+        raise TeacherCacheError(f"--max-tokens {args.max_tokens} is below the longest sentence of the {args.split} "
+                                f"split ({longest} tokens): a batch must hold it; pass --max-tokens {longest} or more")
     expected = fingerprint(args.teacher, args.data_bin, args.split, src, tgt, args.k, len(dataset.tgt_dict))
+    if not args.force:
+        check_finished_cache(out, expected)
     work = out / "shards"
     work.mkdir(parents=True, exist_ok=True)
     done = set(finished_shards(work, args.num_shards, expected))

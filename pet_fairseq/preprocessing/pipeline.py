@@ -147,6 +147,9 @@ def check_options(opts: Options) -> None:
         raise PrepError(f"--workers must be at least 1, got {opts.workers}.")
     if opts.max_train_lines is not None and opts.max_train_lines < 1:
         raise PrepError(f"--max-train-lines must be at least 1, got {opts.max_train_lines}.")
+    for flag, value in (("--bpe-merges", opts.bpe_merges), ("--vocab-size", opts.vocab_size)):
+        if value is not None and value < 1:
+            raise PrepError(f"{flag} must be at least 1, got {value}.")
     if opts.bpe == bpe_mod.SUBWORD_NMT and opts.vocab_size is not None:
         raise PrepError("--vocab-size applies to --bpe sentencepiece; use --bpe-merges N with subword-nmt.")
     if opts.bpe == bpe_mod.SENTENCEPIECE and opts.bpe_merges is not None:
@@ -372,6 +375,7 @@ class Run:
         self.lowercase = self.recipe.lowercase if opts.lowercase is None else opts.lowercase
         self.max_len = opts.max_len or self.recipe.max_len
         self.ratio = opts.clean_ratio or self.recipe.ratio
+        self.origin = "--raw"  #: where the inputs come from (Sources.origin), for messages
 
     def path(self, folder: Path, split: str, lang: str) -> Path:
         return folder / f"{split}.{lang}"
@@ -418,6 +422,11 @@ class Run:
         opts = self.opts
         self.bpe.mkdir(parents=True, exist_ok=True)
         train_files = [self.path(self.tok, "train", lang) for lang in self.langs]
+        if not any(True for _ in read_lines(train_files[0])):
+            read = self.stats["splits"].get("train", {}).get("input_pairs", 0)
+            raise PrepError(f"no training sentence pairs: the training files ({self.origin}) hold {read} pairs"
+                            f"{', none left after cleaning' if read else ''}; pass training files that hold text "
+                            "(one sentence per line, both sides aligned).")
         if opts.bpe == bpe_mod.SENTENCEPIECE:
             model = self.bpe / "spm.model"
             if opts.bpe_codes is not None:
@@ -523,6 +532,7 @@ def run_recipe(opts: Options) -> dict:
         sources = SOURCE_RESOLVERS[opts.dataset](opts)
         print(f"{opts.recipe.description}\n  source: {sources.origin}\n  output: {opts.out}")
         run = Run(opts)
+        run.origin = sources.origin
         RECIPE_STEPS[opts.dataset](run, sources)
         run.finish(sources)
     except BaseException:

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pet_fairseq.core.arguments import OwnDefault, add_decoding_args, add_language_args
+from pet_fairseq.core.arguments import OwnDefault, add_decoding_args, add_language_args, check_positive
 from pet_fairseq.core.cli import command
 from pet_fairseq.core.direction import check_direction
 from pet_fairseq.core.errors import InputError
@@ -174,7 +174,19 @@ def comparison_table(log: dict) -> str:
     return "\n".join(lines)
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """``--out-dir`` must be a folder, or a path where one can be created (not a file, not under a file)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PruningError(f"--out-dir {out_dir} is a file; pass a folder (it is created if missing)")
+    above = next((p for p in out_dir.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise PruningError(f"--out-dir {out_dir} lies under {above}, which is a file; pass a folder (it is created "
+                           "if missing)")
+
+
 def run(args: argparse.Namespace) -> dict:
+    check_positive(args, ("beam", "batch_size", "max_tokens"))
+    check_out_dir(Path(args.out_dir))
     checkpoint = Path(args.path).resolve()
     state = _read_checkpoint(checkpoint)
     layouts = {side: stack_layout(state, side) for side in SIDES}

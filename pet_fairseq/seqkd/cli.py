@@ -45,12 +45,16 @@ from pet_fairseq.seqkd.corpus import (
     load_split,
     merge,
     shard_range,
+    shard_stem,
     source_recipe,
     write_shard,
 )
 from pet_fairseq.seqkd.engines import DecodeOptions, TeacherDecoder, load_teacher_decoder
 
 logger = logging.getLogger("pet_fairseq.seqkd")
+
+#: the file that marks a work folder this tool created, and may therefore delete whole after the merge
+WORK_MARKER = ".pet-seqkd-work"
 
 
 #: the decoding defaults a seq-KD corpus needs, and why (shown in --help). They are part of every shard's
@@ -171,11 +175,66 @@ def check_paths(args: argparse.Namespace) -> Path:
         raise SeqKDError(f"{args.out} exists and is not empty; pass --force to replace it, or choose another --out")
     if args.work_dir is not None:
         check_writable_folder(args.work_dir, "--work-dir")
+        check_work_dir(args)
         return args.work_dir
     work = args.out.with_name(args.out.name + ".shards")
     if work.exists() and not work.is_dir():
         raise SeqKDError(f"{work} (the work folder of --out {args.out}) is a file; move it away or pass --work-dir")
     return work
+
+
+def check_work_dir(args: argparse.Namespace) -> None:
+    """Refuse a ``--work-dir`` that is, holds or lies inside the data-bin or ``--out``, or holds the teacher."""
+    work = args.work_dir.resolve()
+    for what, flag, path in (("the data-bin", "DATA_BIN", args.data_bin), ("--out", "--out", args.out)):
+        other = path.resolve()
+        if work == other:
+            relation = f"is {what}"
+        elif work.is_relative_to(other):
+            relation = f"lies inside {what} {path}"
+        elif other.is_relative_to(work):
+            relation = f"holds {what} {path}"
+        else:
+            continue
+        raise SeqKDError(f"--work-dir {args.work_dir} {relation}: the work folder must be a folder of its own, "
+                         f"apart from {flag}; choose another --work-dir (or leave it out for {args.out}.shards)")
+    if args.teacher.resolve().is_relative_to(work):
+        raise SeqKDError(f"--work-dir {args.work_dir} holds the teacher ({args.teacher}); choose another --work-dir "
+                         f"(or leave it out for {args.out}.shards)")
+
+
+def prepare_work_dir(work: Path) -> None:
+    """Create the work folder and mark it as this tool's (:data:`WORK_MARKER`), unless it exists already."""
+    if work.exists():
+        return
+    try:
+        work.mkdir(parents=True)
+    except FileExistsError:  # another --shard-id process created it a moment ago, and marks it
+        return
+    (work / WORK_MARKER).write_text("a work folder created by pet-seqkd; deleted after the merge\n", encoding="utf-8")
+
+
+def remove_work_dir(work: Path, num_shards: int, default: bool) -> None:
+    """Delete the work folder after the merge if this tool created it (:data:`WORK_MARKER`).
+
+    In a folder it did not create (an existing ``--work-dir``, or ``OUT.shards`` of an older version), only the
+    shards and the converted teacher it wrote are deleted; the folder itself goes only if it is the default
+    ``OUT.shards`` and nothing else is left in it.
+    """
+    if (work / WORK_MARKER).is_file():
+        shutil.rmtree(work)
+        return
+    stem = shard_stem(work, 0, num_shards).name.replace("0000", "*", 1)
+    for path in work.glob(stem + ".*"):
+        if path.is_file():
+            path.unlink()
+    for converted in work.glob("ct2-*"):
+        if converted.is_dir():
+            shutil.rmtree(converted)
+    if default and not any(work.iterdir()):
+        work.rmdir()
+    else:
+        logger.info("removed the shards from %s, a folder this run did not create (it is kept)", work)
 
 
 def fingerprint(args: argparse.Namespace, split: Split) -> Dict[str, object]:
@@ -226,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
     split = load_split(args.data_bin, args.split, src, tgt)
     if args.threads:
         torch.set_num_threads(args.threads)
-    work.mkdir(parents=True, exist_ok=True)
+    prepare_work_dir(work)
     prints = fingerprint(args, split)
     done = set(finished_shards(work, args.num_shards, prints))
     wanted = [args.shard_id] if args.shard_id is not None else list(range(args.num_shards))
@@ -251,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     summary = merge(split, work, args.out, args.num_shards, prints, args.degenerate, args.force, args.max_replaced)
     if not args.keep_shards:
-        shutil.rmtree(work)
+        remove_work_dir(work, args.num_shards, default=args.work_dir is None)
     if summary["warning"]:
         print(summary["warning"], file=sys.stderr)
     print(f"seq-KD corpus: {summary['written']:,} of {summary['sentences']:,} {split.name} pairs -> {args.out}; "

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
-from pet_fairseq.core.arguments import BATCH_SIZE, BEAM, add_language_args
+from pet_fairseq.core.arguments import BATCH_SIZE, BEAM, add_language_args, check_positive
 from pet_fairseq.core.cli import command
 from pet_fairseq.core.plateau import average_checkpoints, interval_checkpoints
 from pet_fairseq.study.curves import plot_curves
@@ -64,6 +64,7 @@ def check_inputs(args: argparse.Namespace) -> None:
             raise SpecError(f"{what} {path} does not exist")
     if args.jobs < 1:
         raise SpecError(f"--jobs must be >= 1, got {args.jobs}")
+    check_positive(args, ("threads",), minimum=0)  # 0: cores / --jobs
     if args.bpe == "subword_nmt" and args.bpe_codes is None and not args.train_only:
         raise SpecError("pass --bpe-codes (the data's subword-nmt codes) so the table's BLEU is on de-BPE'd text")
 

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_options(args: argparse.Namespace) -> None:
     """Reject impossible numbers and an unusable device before anything is loaded."""
-    check_positive(args, ("beam", "batch_size", "buffer_size", "parallel_batches"))
+    check_positive(args, ("beam", "batch_size", "buffer_size", "parallel_batches", "max_len_b"))
+    check_positive(args, ("max_len_a",), minimum=0)
     args.threads = resolve_threads(args.threads)
     if args.device.startswith("cuda"):
         import torch
@@ -81,6 +82,9 @@ def check_options(args: argparse.Namespace) -> None:
         if not Path(os.path.realpath(args.output)).parent.is_dir():
             raise TranslateError(f"--output {args.output}: its folder {args.output.parent} does not exist; "
                                  "create it first")
+        if args.input != "-" and args.output.exists() and os.path.samefile(args.output, args.input):
+            raise TranslateError(f"--output {args.output} is the input file {args.input}: its text would be replaced by "
+                                 "the translations; choose another --output")
     if not args.model.exists():
         raise TranslateError(f"model {args.model} does not exist: pass a checkpoint written by fairseq-train "
                              "or a CTranslate2 model directory")

@@ -22,16 +22,19 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from pet_fairseq.core.checks import resolve_languages
+from pet_fairseq.core.checks import dictionary_problems, resolve_languages
 from pet_fairseq.core.ctranslate2.model_dir import EXPORT_INFO, directory_bytes, require_ctranslate2
 from pet_fairseq.core.ctranslate2.shortlist_record import check_shortlist
 from pet_fairseq.core.direction import check_direction
 from pet_fairseq.core.unroll import (
     PLAIN_FAIRSEQ_NOTE,
     ExportError,
+    check_output,
     export_errors,
+    generate_command,
     model_dictionary_dir,
     read_student,
+    save_atomic,
     unroll_state,
     verify,
 )
@@ -77,6 +80,8 @@ def convert(student: "str | os.PathLike", out_dir: "str | os.PathLike", quantiza
                           "python -m pet_fairseq.export shortlist")
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise ExportError(f"{out_dir} exists and is not empty; pass --force to overwrite it")
+    if keep_unrolled is not None:
+        check_output(student, Path(keep_unrolled), force, flag="--keep-unrolled")
     state = read_student(student)
     unrolled, summary = unroll_state(state, student)
     if check:
@@ -95,14 +100,18 @@ def convert(student: "str | os.PathLike", out_dir: "str | os.PathLike", quantiza
     if missing:
         raise ExportError(f"dictionaries {', '.join(missing)} not found in {data_bin}; "
                           "pass --data-bin with the data-bin the model was trained on")
+    problems = dictionary_problems(unrolled, data_bin, src, tgt)
+    if problems:
+        raise ExportError(f"--data-bin {data_bin} does not hold the dictionaries {student} was trained with: "
+                          f"{'; '.join(problems)}; pass --data-bin with the data-bin the model was trained on")
     shortlist_record = check_shortlist(vocab_shortlist, data_bin, src, tgt) if vocab_shortlist else None
     with tempfile.TemporaryDirectory(prefix="pet-export-") as tmp:
         model_path = Path(tmp) / "unrolled.args.pt"
         _converter_input(unrolled, model_path)
         if keep_unrolled:
-            Path(keep_unrolled).parent.mkdir(parents=True, exist_ok=True)
-            torch.save(unrolled, keep_unrolled)
-            logger.info("wrote the unrolled checkpoint %s; %s", keep_unrolled, PLAIN_FAIRSEQ_NOTE)
+            save_atomic(unrolled, Path(keep_unrolled))
+            logger.info("wrote the unrolled checkpoint %s; %s: %s", keep_unrolled, PLAIN_FAIRSEQ_NOTE,
+                        generate_command(Path(keep_unrolled), unrolled["cfg"]))
         converter = FairseqConverter(str(model_path), str(data_bin.resolve()), source_lang=src, target_lang=tgt)
         try:
             converter.convert(str(out_dir), vmap=str(vocab_shortlist) if vocab_shortlist else None,

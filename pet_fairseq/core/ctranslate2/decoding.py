@@ -15,6 +15,8 @@ imports it.
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from pet_fairseq.core.errors import InputError
+
 
 def make_batches(lengths: Sequence[int], batch_size: Optional[int], max_tokens: Optional[int]) -> List[List[int]]:
     """Sentence indices grouped like fairseq: sorted by source length, then ``batch_size`` sentences
@@ -100,7 +102,12 @@ def load_translator(model_dir: str, threads: int, device: str = "cpu", compute_t
     check_parallel_batches(parallel_batches, threads)
     import ctranslate2
 
-    return ctranslate2.Translator(model_dir, device=device, compute_type=compute_type, inter_threads=parallel_batches,
-                                  intra_threads=threads // parallel_batches)
+    try:
+        return ctranslate2.Translator(model_dir, device=device, compute_type=compute_type,
+                                      inter_threads=parallel_batches, intra_threads=threads // parallel_batches)
+    except RuntimeError as exc:  # a damaged or truncated model.bin, an unusable device
+        raise InputError(f"cannot load the CTranslate2 model {model_dir} ({' '.join(str(exc).split())}); if its "
+                         "model.bin is damaged or incomplete, export it again (pet-export ctranslate2 ... --force)"
+                         ) from None
 
 
