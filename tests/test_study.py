@@ -160,7 +160,7 @@ def test_equal_time_spec_plans_corpus_cache_and_partners(tmp_path):
     jobs = {j.name: j for j in plan_jobs(spec, setup, tmp_path, Path("fairseq-train"), Path("python"))}
     assert list(jobs) == ["corpus:beam5", "cache:beam5-k16", "distilled", "cache:references-k16", "ref-kd", "no-kd",
                           "ref-kd-seed2", "no-kd-seed2", "ref-kd-seed3", "no-kd-seed3", "no-kd-equal-updates", "online-kd-equal-updates",
-                          "online-600", "online-600-seed2", "cached-600", "cached-600-seed2"]
+                          "online-600", "online-600-seed2", "online-nointer-600", "online-nointer-600-seed2", "cached-600", "cached-600-seed2"]
     references = jobs["cache:references-k16"]  # word KD on the references: the cache is made from the data-bin
     assert references.argv[1:4] == ["-m", "pet_fairseq.kdcache", str(tmp_path / "bin")] and references.needs == []
     assert jobs["ref-kd"].charges == ["cache:references-k16"] and jobs["ref-kd"].seconds == 2400
