@@ -209,7 +209,7 @@ def test_an_own_default_needs_a_reason_and_another_value():
 
 @pytest.mark.parametrize("option", ["--dataset", "--raw", "--out", "--src", "--tgt", "--teacher-updates", "--teacher"])
 def test_quickstart_names_an_option_given_without_its_value(tmp_path, option):
-    """Probe qs03: `--dataset` as the last argument ended in bash's '$2: unbound variable'."""
+    """An option given without its value (`--dataset` last) is one error line, not bash's '$2: unbound variable'."""
     out = tmp_path / "qs"
     argv = ["--out", str(out), option] if option != "--out" else ["--dataset", "multi30k", option]
     proc = subprocess.run(["bash", str(REPO / "scripts" / "quickstart.sh"), *argv], capture_output=True, text=True,

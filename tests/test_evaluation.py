@@ -348,8 +348,7 @@ def test_compare_reports_every_failed_model_and_exits_non_zero(tmp_path, capsys)
 
 
 def test_compare_checks_each_models_direction(tmp_path, capsys, monkeypatch):
-    """Probe cp05 (--source-lang en --target-lang de with de->en models) and cp06 (an en->de model among de->en ones):
-    both were decoded and scored without a word."""
+    """A model whose direction contradicts --source-lang/--target-lang, or the models before it, is a FAILED row."""
     data = _data_bin(tmp_path / "bin", ["a", "b"], subsets=("test",))
     de_en, en_de = _fake_checkpoint(SharedNet(), train_dir=data), _fake_checkpoint(SharedNet(), train_dir=data)
     en_de["cfg"]["task"].update(source_lang="en", target_lang="de")
@@ -379,7 +378,7 @@ def test_compare_checks_each_models_direction(tmp_path, capsys, monkeypatch):
 
 
 def test_compare_refuses_a_missing_bpe_model_and_an_out_dir_that_is_a_file(tmp_path, capsys):
-    """Probe cp07 (a missing --bpe-codes: worker tracebacks) and cp08 (--out-dir a file: FileExistsError)."""
+    """A missing --bpe-codes file and an --out-dir that is a file are refused before any decoding."""
     data = _data_bin(tmp_path / "bin", ["a"])
     afile = tmp_path / "five.de"
     afile.write_text("ein hund\n")

@@ -186,7 +186,7 @@ def test_files_that_are_not_checkpoints_are_clear_errors_on_the_command_line(tmp
 
 
 def test_unroll_never_overwrites_the_student_and_needs_force_for_an_existing_output(tmp_path, data_dir, capsys):
-    """Probe ex07 (OUT = the student replaced it), ex04 (an existing OUT replaced without --force), ex05 (a folder)."""
+    """unroll never writes over the student, replaces an existing OUT only with --force, and refuses a folder."""
     path, _, _ = student(tmp_path, data_dir)
     existing = tmp_path / "existing.pt"
     existing.write_bytes(b"an earlier export")
@@ -213,8 +213,8 @@ def test_unroll_never_overwrites_the_student_and_needs_force_for_an_existing_out
 
 
 def test_unroll_logs_the_plain_fairseq_generate_command_with_every_sentence_kept(tmp_path, data_dir, caplog):
-    """Probe fg01: plain fairseq-generate drops a last partial batch of an unrolled model without
-    --required-batch-size-multiple 1; the unroll log gives the whole command with it."""
+    """Plain fairseq-generate drops a last partial batch of an unrolled model without
+    --required-batch-size-multiple 1, so the unroll log gives the whole command with it."""
     path, _, _ = student(tmp_path, data_dir)
     out = tmp_path / "unrolled.pt"
     with caplog.at_level("INFO", logger="pet_fairseq.export"):
@@ -292,7 +292,7 @@ def test_ctranslate2_model_stores_unchanged_layer_copies_once(tmp_path, data_dir
 
 def test_ctranslate2_refuses_another_data_bins_dictionaries_and_translate_reads_any_input(tmp_path, data_dir,
                                                                                             capsys):
-    """Probe ex11 (other dictionaries: a state_dict traceback), ex20/ex22 (a missing or non-UTF-8 --input)."""
+    """Another data-bin's dictionaries and a missing --input are refused in one line; non-UTF-8 input is a warning."""
     pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
     from pet_fairseq.core.ctranslate2.convert import convert
 

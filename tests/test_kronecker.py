@@ -131,7 +131,7 @@ def test_init_rejects_bad_source_layers(tmp_path):
 
 
 def test_init_never_overwrites_the_teacher_and_needs_force_for_an_existing_student(tmp_path, capsys):
-    """Probe kr07 (STUDENT.pt = TEACHER.pt replaced the teacher) and kr05 (a missing folder named the .tmp file)."""
+    """STUDENT.pt never replaces the teacher or (without --force) an existing file; a missing folder is named."""
     from pet_fairseq.kronecker_init import main
 
     data = write_data_dir(tmp_path / "data", toy_dictionary(60))

@@ -99,7 +99,7 @@ def test_averaging_two_checkpoints_gives_their_mean_weights(tmp_path):
 
 
 def test_average_refuses_an_out_that_is_one_of_its_inputs_and_names_last_below_two(tmp_path, capsys):
-    """Probe pl10 (--out = an averaged checkpoint replaced it) and pl08 (--last 0 named the checkpoint count)."""
+    """average never writes over one of its inputs, and --last below 2 is refused."""
     data = write_data_dir(tmp_path / "data", toy_dictionary(40))
     args = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
             "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32"]
@@ -127,7 +127,7 @@ def test_average_refuses_an_out_that_is_one_of_its_inputs_and_names_last_below_t
 
 
 def test_report_reads_a_log_with_invalid_utf8(tmp_path, capsys):
-    """Probe pl07: a byte that is not UTF-8 ended in a UnicodeDecodeError traceback."""
+    """A log with bytes that are not UTF-8 is read (with replacement characters), not a UnicodeDecodeError."""
     log = tmp_path / "train.log"
     log.write_bytes(synthetic_log(BLEU[:9]).encode() + b"a stray \xff byte\n")
     before = log.read_bytes()

@@ -378,7 +378,7 @@ def test_misaligned_train_tags_are_reported(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_negative_bpe_merges_and_empty_raw_files_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """Probe pp06 (--bpe-merges -5: subword-nmt's codes-file error) and pp10 (empty raw files: a traceback)."""
+    """A negative --bpe-merges and raw files without a sentence pair are one error line each."""
     raw = _raw_multi30k(tmp_path, n=50)
     before = {p.name: p.read_bytes() for p in raw.iterdir()}
     code, _, stderr = _run(["multi30k", "--raw", str(raw), "--out", str(tmp_path / "e"), "--bpe-merges", "-5"], capsys)

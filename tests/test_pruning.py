@@ -234,7 +234,7 @@ def test_cli_input_errors(data_dir, tmp_path, capsys):
 
 
 def test_an_out_dir_that_is_a_file_and_a_zero_beam_are_one_line(data_dir, tmp_path, capsys):
-    """Probe pr06 (--out-dir a file), pr06b (under a file) and pr11 (--metric bleu --beam 0): tracebacks before."""
+    """An --out-dir that is or lies under a file, and --beam 0, are one error line each."""
     path, _, _ = make_checkpoint(tmp_path / "m.pt", data_dir, "transformer", *TINY, "--encoder-layers", "3",
                                  "--decoder-layers", "2")
     afile = tmp_path / "five.de"

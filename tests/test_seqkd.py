@@ -437,7 +437,7 @@ def test_a_corpus_of_references_is_refused_then_accepted_without_decoding_again(
 
 
 def test_a_work_dir_overlapping_the_data_bin_or_out_is_refused(split, tmp_path, capsys, refuse_loading):
-    """Probe sk22: the work folder is deleted after the merge, so it must never be the data-bin or --out."""
+    """The work folder is deleted after the merge, so it may never be, hold or lie inside the data-bin or --out."""
     teacher, data = tmp_path / "teacher.pt", split.data_bin
     teacher.write_bytes(b"x")
     out = tmp_path / "corpus"
@@ -466,7 +466,7 @@ def test_a_work_dir_overlapping_the_data_bin_or_out_is_refused(split, tmp_path, 
 
 
 def test_an_existing_work_dir_keeps_its_files_and_only_the_shards_go(split, weak_teacher, tmp_path):
-    """Probe sk23: a --work-dir the run did not create is not deleted after the merge, only the shards it wrote."""
+    """A --work-dir the run did not create is kept after the merge; only the shards it wrote are deleted."""
     mine = tmp_path / "userfolder"
     mine.mkdir()
     (mine / "notes.txt").write_text("my notes")

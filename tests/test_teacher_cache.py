@@ -213,7 +213,7 @@ def test_shards_of_another_k_are_refused(setup, tmp_path, capsys):
 
 
 def test_a_finished_cache_of_another_k_is_replaced_only_with_force(setup, tmp_path, capsys):
-    """Probe kc12: a finished k-4 cache was replaced by a k-8 build without --force or a word."""
+    """A finished cache of another k is kept: replacing it needs --force."""
     data, teacher = setup
     out = tmp_path / "cache"
     assert build_cache(data, teacher, out, "--k", "4") == 0
@@ -235,7 +235,7 @@ def test_a_finished_cache_of_another_k_is_replaced_only_with_force(setup, tmp_pa
 
 
 def test_max_tokens_below_the_longest_sentence_is_one_line(setup, tmp_path, capsys):
-    """Probe kc10: fairseq's batching asserted 'Sentences lengths should not exceed max_tokens' in a traceback."""
+    """A --max-tokens below the longest sentence is one line naming the length to pass, not fairseq's assertion."""
     data, teacher = setup
     before = {p.name: p.read_bytes() for p in data.iterdir()}
     longest = max(max(len(indexed_dataset.MMapIndexedDataset(str(data / f"train.de-en.{lang}"))[i])

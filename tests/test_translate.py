@@ -313,7 +313,7 @@ def test_an_output_in_a_missing_folder_or_that_is_a_folder_is_refused_before_loa
 
 
 def test_an_output_that_is_the_input_file_is_refused(toy_model, tmp_path, capsys):
-    """Probe tr22: --output equal to the input replaced the source text by its translation."""
+    """--output equal to the input file is refused: the source text is kept."""
     checkpoint, _, source = toy_model
     same = tmp_path / "same.de"
     same.write_bytes(source.read_bytes())
@@ -332,7 +332,7 @@ def test_an_output_that_is_the_input_file_is_refused(toy_model, tmp_path, capsys
     (["--max-len-a", "-1"], "--max-len-a must be at least 0, got -1.0"),
 ])
 def test_an_impossible_length_limit_is_one_line(toy_model, tmp_path, capsys, args, message):
-    """Probe tr25: --max-len-b -5 ended in fairseq's AssertionError traceback."""
+    """Negative length limits are refused at the command line."""
     checkpoint, _, source = toy_model
     before = source.read_bytes()
     assert main([str(checkpoint), str(source), *args]) == 2
@@ -341,7 +341,7 @@ def test_an_impossible_length_limit_is_one_line(toy_model, tmp_path, capsys, arg
 
 
 def test_a_truncated_ctranslate2_model_is_one_line(toy_model, tmp_path, capsys):
-    """Probe tr35: a truncated model.bin ended in CTranslate2's RuntimeError traceback."""
+    """A truncated CTranslate2 model.bin is one line that says to export it again."""
     pytest.importorskip("ctranslate2", reason="ctranslate2 is an optional extra: pip install -e .[ctranslate2]")
     from pet_fairseq.core.ctranslate2.convert import convert
 
