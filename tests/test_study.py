@@ -159,7 +159,7 @@ def test_equal_time_spec_plans_corpus_cache_and_partners(tmp_path):
     setup = Setup(tmp_path / "bin", tmp_path / "t.pt", "de", "en", REPO / "pet_fairseq")
     jobs = {j.name: j for j in plan_jobs(spec, setup, tmp_path, Path("fairseq-train"), Path("python"))}
     assert list(jobs) == ["corpus:beam5", "cache:beam5-k16", "distilled", "cache:references-k16", "ref-kd", "no-kd",
-                          "ref-kd-seed2", "no-kd-seed2", "ref-kd-seed3", "no-kd-seed3", "no-kd-equal-updates", "online-kd-equal-updates",
+                          "ref-kd-seed2", "no-kd-seed2", "ref-kd-seed3", "no-kd-seed3", "online-kd-seed3", "no-kd-equal-updates", "online-kd-equal-updates",
                           "online-600", "online-600-seed2", "online-nointer-600", "online-nointer-600-seed2", "cached-600", "cached-600-seed2"]
     references = jobs["cache:references-k16"]  # word KD on the references: the cache is made from the data-bin
     assert references.argv[1:4] == ["-m", "pet_fairseq.kdcache", str(tmp_path / "bin")] and references.needs == []
@@ -181,6 +181,9 @@ def test_equal_time_spec_plans_corpus_cache_and_partners(tmp_path):
     online, cached = jobs["online-600"], jobs["cached-600"]  # cached against online KD at equal updates
     assert online.argv[online.argv.index("--max-update") + 1] == "600" == cached.argv[cached.argv.index("--max-update") + 1]
     assert "--teacher-cache" not in online.argv and cached.charges == ["cache:references-k16"]
+    timed_online = jobs["online-kd-seed3"]  # the teacher in the loop, for the same time as its no-KD partner
+    assert timed_online.seconds == jobs["no-kd-seed3"].seconds == 2400 and timed_online.charges == []
+    assert "--teacher-cache" not in timed_online.argv and timed_online.argv[timed_online.argv.index("--inter-beta") + 1] == "2"
 
 
 def test_a_time_budget_pays_for_its_corpus_and_cache_and_a_partner_gets_its_updates(tmp_path):
