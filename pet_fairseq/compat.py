@@ -58,6 +58,38 @@ def keep_last_partial_batch() -> None:
 
 
 
+def check_decoded_direction() -> None:
+    """Refuse to decode a model with a task of the other direction (``fairseq-generate -s en -t de`` on a de->en model).
+
+    fairseq builds the task from the command line (``-s/-t``, or the data-bin's pair) and loads the models without
+    comparing, so a de->en model is fed the English side and scored against German, without a word. The wrapped
+    ``checkpoint_utils.load_model_ensemble_and_task`` compares the direction the loaded checkpoint records
+    (``cfg.task.source_lang/target_lang``) with the task it is loaded for, and raises a one-line ``ConfigError``.
+    Without a task, or when either side records no language, nothing is checked.
+    """
+    from fairseq import checkpoint_utils
+
+    original = checkpoint_utils.load_model_ensemble_and_task
+    if getattr(original, "_pet_checks_direction", False):
+        return
+
+    def load_model_ensemble_and_task(filenames, arg_overrides=None, task=None, *args, **kwargs):
+        ensemble, cfg, loaded_task = original(filenames, arg_overrides, task, *args, **kwargs)
+        asked = getattr(task, "cfg", None)
+        if asked is not None and cfg is not None and cfg.get("task") is not None:
+            from pet_fairseq.core.direction import check_direction
+            from pet_fairseq.core.errors import ConfigError
+
+            recorded = (cfg.task.get("source_lang"), cfg.task.get("target_lang"))
+            check_direction(", ".join(str(f) for f in filenames), recorded, getattr(asked, "source_lang", None),
+                            getattr(asked, "target_lang", None), ConfigError)
+        return ensemble, cfg, loaded_task
+
+    load_model_ensemble_and_task._pet_checks_direction = True
+    load_model_ensemble_and_task.__doc__ = original.__doc__
+    checkpoint_utils.load_model_ensemble_and_task = load_model_ensemble_and_task
+
+
 def fix_distributed_training() -> None:
     """Make fairseq 0.12 run one data-parallel job under torchrun, with its own launcher and on CPU.
 

@@ -43,3 +43,27 @@ def test_batches_cover_every_sentence_once_in_order(kwargs):
     assert np.concatenate(batches).tolist() == list(range(100))
     if kwargs.get("max_sentences", 8) >= 8:
         assert all(len(b) % 8 == 0 for b in batches[:-1])
+
+
+def test_a_model_is_not_loaded_for_a_task_of_the_other_direction(tmp_path):
+    """fairseq-generate builds the task from -s/-t and loads the models through this function."""
+    from fairseq import checkpoint_utils
+    from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+    from pet_fairseq.core.errors import ConfigError
+    from tests.conftest import make_checkpoint, toy_dictionary, write_data_dir
+
+    data = write_data_dir(tmp_path / "bin", toy_dictionary(40))  # dict.de.txt and dict.en.txt
+    path, _, _ = make_checkpoint(tmp_path / "de-en.pt", data, "transformer", "--encoder-layers", "1",
+                                 "--decoder-layers", "1", "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
+                                 "--encoder-ffn-embed-dim", "16", "--decoder-ffn-embed-dim", "16")
+
+    def task(src, tgt):
+        return TranslationTask.setup_task(TranslationConfig(data=str(data), source_lang=src, target_lang=tgt))
+
+    models, cfg, _ = checkpoint_utils.load_model_ensemble_and_task([str(path)], task=task("de", "en"))
+    assert len(models) == 1 and cfg.task.source_lang == "de"
+    with pytest.raises(ConfigError, match=r"de-en\.pt translates de->en, but --source-lang en --target-lang de asks "
+                                          r"for en->de: .*drop --source-lang en --target-lang de"):
+        checkpoint_utils.load_model_ensemble_and_task([str(path)], task=task("en", "de"))
+    assert len(checkpoint_utils.load_model_ensemble_and_task([str(path)])[0]) == 1  # no task: nothing to compare

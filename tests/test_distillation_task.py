@@ -7,6 +7,8 @@ import torch
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
+from pet_fairseq.core.errors import ConfigError
+from pet_fairseq.core.files import file_digest
 from tests.conftest import REPO, make_checkpoint, toy_dictionary, write_data_dir
 from tests.distill_helpers import LAYER_MAPS, TEACHER_ARGS, distillation, teacher_checkpoint, toy_sample
 
@@ -188,3 +190,31 @@ def test_batch_iterators_are_built_after_unreachable_cycles_are_collected(setup)
         gc.enable()
     assert len(freed) == 2
     assert sum(len(batch["id"]) for batch in itr.next_epoch_itr(shuffle=False)) == 4
+
+
+def test_a_student_resumed_with_another_teacher_is_refused_unless_allowed(tmp_path, caplog):
+    data, first, _ = teacher_checkpoint(tmp_path)
+    other, _, _ = make_checkpoint(tmp_path / "other.pt", data, "transformer", *TEACHER_ARGS, seed=12)
+    save = tmp_path / "student"
+    task, student, _ = distillation(data, first, *LAYER_MAPS, "--save-dir", str(save))
+    assert task.state_dict()["teacher_sha256"] == file_digest(first)
+    # a checkpoint as fairseq-train writes it: the trainer saves the task's state as task_state
+    save.mkdir()
+    torch.save({"model": student.state_dict(), "task_state": task.state_dict()}, save / "checkpoint_last.pt")
+
+    with pytest.raises(ConfigError) as err:
+        distillation(data, other, *LAYER_MAPS, "--save-dir", str(save))
+    message = str(err.value)
+    assert "\n" not in message and f"{save / 'checkpoint_last.pt'} was distilled from teacher {first}" in message
+    assert f"not from --teacher-path {other} (sha256 {file_digest(other)[:12]})" in message
+    assert "another --save-dir" in message and "--allow-teacher-change" in message
+
+    same, _, _ = distillation(data, first, *LAYER_MAPS, "--save-dir", str(save))  # the same teacher resumes
+    assert same.state_dict()["teacher_sha256"] == file_digest(first)
+    with caplog.at_level(logging.WARNING):
+        allowed, _, _ = distillation(data, other, *LAYER_MAPS, "--save-dir", str(save), "--allow-teacher-change")
+    assert allowed.state_dict()["teacher_sha256"] == file_digest(other) and "--allow-teacher-change" in caplog.text
+    # a checkpoint without the record (written before it was kept) resumes as before, and records the teacher now
+    torch.save({"model": student.state_dict(), "task_state": {}}, save / "checkpoint_last.pt")
+    older, _, _ = distillation(data, other, *LAYER_MAPS, "--save-dir", str(save))
+    assert older.state_dict()["teacher_path"] == str(other)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -125,6 +130,60 @@ def test_a_running_job_reports_its_progress_instead_of_a_bar(tmp_path, caplog):
         assert run_jobs([job], threads=None, report_every=0.4) == {"a": "ok"}
     assert "a: 7 / 9 updates" in caplog.text and "(fairseq log: " in caplog.text
     assert json.loads(job.marker.read_text())["threads"] is None  # the environment's threads
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (a container's init may not reap the orphans it inherits)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+# the runner in a process of its own, running a job whose worker ignores SIGTERM (a stuck fairseq-train worker)
+RUNNER = """
+import signal, sys
+from pathlib import Path
+from pet_fairseq.study import runner
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background shell ignores it)
+runner.STOP_GRACE = 1.0
+out = Path(sys.argv[1])
+worker = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+code = ("import os, subprocess, sys, time; w = subprocess.Popen([sys.executable, '-c', %r]); "
+        "open(%r, 'w').write(f'{os.getpid()} {w.pid}'); time.sleep(120)") % (worker, str(out.parent / "pids"))
+job = runner.Job("a", [sys.executable, "-c", code], out, out / ".done", out / "train.log")
+try:
+    runner.run_jobs([job])
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_runner_stops_its_job_and_the_jobs_workers_and_marks_nothing_finished(tmp_path, sig, code):
+    out, pids = tmp_path / "a", tmp_path / "pids"
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(out)], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not pids.is_file() or len(pids.read_text().split()) < 2:
+            assert time.time() < deadline and proc.poll() is None, "the job did not start"
+            time.sleep(0.1)
+        started = [int(p) for p in pids.read_text().split()]
+        proc.send_signal(sig)
+        assert proc.wait(60) == code
+        assert re.search(r"a: stopped \(killed what was left of it after \d+ s\); it resumes from its last checkpoint",
+                         proc.stderr.read())
+        deadline = time.time() + 5
+        while any(_alive(p) for p in started) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in started if _alive(p)], "the job or its worker outlived the runner"
+        assert not (out / ".done").exists() and not (out / "checkpoint_last.pt").exists()
+    finally:
+        proc.kill()
+        for pid in [int(p) for p in pids.read_text().split()] if pids.is_file() else []:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_text_record_holds_one_argument_a_line(tmp_path):

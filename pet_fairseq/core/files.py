@@ -8,6 +8,7 @@ rename into place, so a reader sees either the old file or the complete new one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +28,18 @@ def file_digest(*paths: Path) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def file_digest_once(path: Path) -> str:
+    """:func:`file_digest` of one file, computed once per process while the file keeps its inode, size and modification
+    time (a large teacher is hashed once however many checks ask for it)."""
+    stat = os.stat(path)
+    return _digest_of(os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest_of(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    return file_digest(Path(path))
 
 
 def write_json_atomic(path: Path, payload: Dict[str, Any]) -> None:

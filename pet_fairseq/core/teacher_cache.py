@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from pet_fairseq.core.errors import PetError
-from pet_fairseq.core.files import file_digest, save_npy_atomic, shard_range, write_json_atomic
+from pet_fairseq.core.files import file_digest, file_digest_once, save_npy_atomic, shard_range, write_json_atomic
 
 VERSION = 1
 ARRAYS = ("offsets", "tokens", "logprobs")
@@ -54,7 +54,7 @@ def fingerprint(teacher: Path, data_bin: Path, split: str, src: str, tgt: str, k
     missing = [p.name for p in split_files(data_bin, split, src, tgt) if not p.is_file()]
     if missing:
         raise TeacherCacheError(f"{data_bin} lacks {', '.join(missing)}: pass the data-bin and --split the cache is for")
-    return {"teacher_sha256": file_digest(teacher), "split_sha256": file_digest(*split_files(data_bin, split, src, tgt)),
+    return {"teacher_sha256": file_digest_once(teacher), "split_sha256": file_digest(*split_files(data_bin, split, src, tgt)),
             "split": split, "source_lang": src, "target_lang": tgt, "k": int(k), "vocab": int(vocab)}
 
 

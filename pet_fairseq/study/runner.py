@@ -18,6 +18,11 @@ forms of a record can be accepted as the same command), a fairseq-train job that
 ``--max-update`` instead of being refused (``resumable``), and how a refusal names the job and the way
 out. A refusal names the differing options. ``run_jobs(..., report_every=S)`` logs each running job's
 progress every S seconds (updates so far, or the last line of a corpus's log) instead of drawing a bar.
+
+Each job runs in its own process group (fairseq-train's data workers included). An interrupted ``run_jobs`` (Ctrl-C,
+or SIGTERM, which it turns into ``SystemExit(143)`` unless the caller handles SIGTERM itself) stops the jobs it started:
+SIGTERM to each job's group, :data:`STOP_GRACE` seconds to exit, then SIGKILL to whatever is left; an interrupted job is
+not marked finished (a training job resumes from its last checkpoint when run again), and the interruption is re-raised.
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ import logging
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from tqdm import tqdm
 
@@ -41,6 +49,8 @@ from pet_fairseq.study.spec import Setup, Spec, SpecError, cache_command, seqkd_
 logger = logging.getLogger("pet_fairseq.study")
 #: seconds between the progress lines of a running job (``run_jobs(report_every=...)``)
 PROGRESS_EVERY = 60.0
+#: seconds an interrupted job's process group gets to exit after SIGTERM before it is killed (SIGKILL)
+STOP_GRACE = 10.0
 
 
 @dataclass
@@ -272,7 +282,68 @@ def _start(job: Job, threads: Optional[int], left: Optional[float] = None, updat
     log = open(job.log, "a", encoding="utf-8")
     log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n")
     log.flush()
-    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    # its own process group: stopped as a whole (its workers too), and Ctrl-C in a terminal reaches only the runner,
+    # which stops it (stdin is not the terminal's, which a background group may not read)
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, process_group=0)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):  # the group is gone
+        pass
+
+
+def _group_alive(proc: subprocess.Popen) -> bool:
+    """Whether a process of the job's group is left (the job is reaped first, or it would count as one)."""
+    proc.poll()
+    try:
+        os.killpg(proc.pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def stop_jobs(procs: List[Tuple[Job, subprocess.Popen]], grace: Optional[float] = None) -> None:
+    """Stop running jobs: SIGTERM to each one's process group, up to ``grace`` seconds (default :data:`STOP_GRACE`) for
+    the groups to exit, then SIGKILL to what is left of them (a job past its grace, or a worker of it); a second Ctrl-C
+    skips the wait."""
+    grace = STOP_GRACE if grace is None else grace
+    started = time.monotonic()
+    for _, proc in procs:
+        _signal_group(proc, signal.SIGTERM)
+    deadline = started + grace
+    try:
+        while time.monotonic() < deadline and any(_group_alive(proc) for _, proc in procs):
+            time.sleep(0.1)
+    finally:
+        for job, proc in procs:
+            left = _group_alive(proc)
+            _signal_group(proc, signal.SIGKILL)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            waited = f" (killed what was left of it after {time.monotonic() - started:.0f} s)" if left else ""
+            logger.warning("%s: stopped%s%s", job.name, waited,
+                           "" if job.is_corpus else "; it resumes from its last checkpoint when run again")
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises ``SystemExit(143)`` (so that the running jobs are stopped), unless the caller handles it already."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def exit_143(*_) -> None:
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, exit_143)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _tail(path: Path, size: int = 65536) -> str:
@@ -314,12 +385,12 @@ def run_jobs(jobs: List[Job], parallel: int = 1, threads: Optional[int] = 1,
                 job.marker.unlink()
     pending = [j for j in jobs if j.name not in status]
     running: Dict[str, tuple] = {}
-    try:
-        _schedule(pending, running, status, parallel, threads, {j.name: j for j in jobs}, report_every)
-    finally:  # interrupted (Ctrl-C, SIGTERM): stop the runs this call started; they resume from their checkpoints
-        for job, proc, _ in running.values():
-            proc.terminate()
-            logger.warning("%s: stopped", job.name)
+    with _sigterm_raises():
+        try:
+            _schedule(pending, running, status, parallel, threads, {j.name: j for j in jobs}, report_every)
+        finally:  # interrupted (Ctrl-C, SIGTERM): stop the runs this call started; none is marked finished
+            if running:
+                stop_jobs([(job, proc) for job, proc, _ in running.values()])
     return status
 
 

@@ -7,6 +7,11 @@ student's device and dtype (or the dtype chosen with ``--teacher-dtype``). Crite
 outputs through :meth:`teacher_outputs` and compute their losses in fp32. Under distributed
 training every process holds its own teacher on its own device; it is never wrapped in
 ``DistributedDataParallel`` and never synchronised (it does not change).
+
+The teacher's identity (its path and the SHA-256 of its file) is kept in the task's state, which fairseq-train saves in
+every checkpoint (``task_state``). A student resumed from a checkpoint that records another teacher is refused (one
+student distilled from two teachers), unless ``--allow-teacher-change``; a checkpoint without the record (older ones)
+resumes as before.
 """
 
 import gc
@@ -28,6 +33,7 @@ from torch import Tensor, nn
 
 from pet_fairseq.core.checkpoint import read_teacher_checkpoint
 from pet_fairseq.core.errors import ConfigError, MissingFileError
+from pet_fairseq.core.files import file_digest_once
 from pet_fairseq.core.teacher_cache import TeacherCache
 
 logger = logging.getLogger(__name__)
@@ -117,6 +123,12 @@ class DistillationConfig(TranslationConfig):
                           "have been made from --teacher-path and this data-bin (checked). Validation still runs "
                           "the teacher"},
     )
+    allow_teacher_change: bool = field(
+        default=False,
+        metadata={"help": "resume a student whose checkpoint records another teacher (--teacher-path is compared with "
+                          "the teacher's SHA-256 saved in the checkpoint) and go on distilling it from this one; "
+                          "without it such a resume is refused"},
+    )
 
 
 @register_task("pet_distillation", dataclass=DistillationConfig)
@@ -144,6 +156,7 @@ class DistillationTask(TranslationTask):
         self.student_shape = stack_shape(model)
         if not from_checkpoint:
             self.teacher = self.load_teacher(self.cfg.teacher_path)
+            self.record_teacher()
             if self.cache is not None:
                 self.cache.check(Path(self.cfg.teacher_path), Path(self.cfg.data.split(os.pathsep)[0]),
                                  self.cfg.source_lang, self.cfg.target_lang, len(self.tgt_dict))
@@ -226,6 +239,41 @@ class DistillationTask(TranslationTask):
         )
         return teacher
 
+    def record_teacher(self) -> None:
+        """Keep the teacher's identity in the task state that checkpoints save, after refusing a resumed student that
+        was distilled from another teacher (see the module docstring)."""
+        path = self.cfg.teacher_path
+        digest = file_digest_once(Path(path))
+        resumed = self.resumed_checkpoint()
+        recorded = read_task_state(resumed) if resumed is not None else {}
+        before, before_path = recorded.get("teacher_sha256"), recorded.get("teacher_path", "?")
+        if before and before != digest:
+            where = f"{resumed} was distilled from teacher {before_path} (sha256 {before[:12]})"
+            now = f"--teacher-path {path} (sha256 {digest[:12]})"
+            if not self.cfg.allow_teacher_change:
+                raise ConfigError(
+                    f"{where}, not from {now}: resuming would distil one student from two teachers. Pass --teacher-path "
+                    f"{before_path}, start a new student with another --save-dir, or pass --allow-teacher-change to "
+                    "go on with this teacher")
+            logger.warning(f"{where}; going on with {now} (--allow-teacher-change)")
+        self.state.merge_state_dict({"teacher_path": path, "teacher_sha256": digest})
+
+    def resumed_checkpoint(self) -> Optional[Path]:
+        """The checkpoint fairseq-train will resume the student from (as ``checkpoint_utils.load_checkpoint`` picks it),
+        or None: no checkpoint config (the task was set up on its own), a first launch, or ``--finetune-from-model``
+        (a new student initialised from a model, not a resume)."""
+        parent = self.cfg._get_parent() if OmegaConf.is_config(self.cfg) else None
+        ckpt = parent.get("checkpoint") if OmegaConf.is_config(parent) and "checkpoint" in parent else None
+        if not OmegaConf.is_config(ckpt) or not ckpt.get("save_dir"):
+            return None
+        restore = ckpt.get("restore_file") or "checkpoint_last.pt"
+        if restore == "checkpoint_last.pt":
+            last = Path(ckpt.save_dir) / "checkpoint_last.pt"
+            path = last if last.is_file() else (Path(ckpt.continue_once) if ckpt.get("continue_once") else None)
+        else:
+            path = Path(restore)
+        return path if path is not None and path.is_file() else None
+
     def _check_teacher_task(self, path: str, teacher_task) -> None:
         """Refuse a teacher of another translation direction; compare both dictionaries with ours."""
         ours = (self.cfg.source_lang, self.cfg.target_lang)
@@ -293,6 +341,21 @@ def teacher_direction(teacher_task) -> Tuple[Optional[Tuple[str, str]], str]:
     if not all(inferred):
         return None, f"its config names no languages and its data folder {folder} holds no binarized split"
     return (inferred[0], inferred[1]), f"inferred from the split files of its data folder {folder}"
+
+
+def read_task_state(path: Path) -> dict:
+    """The task state a fairseq checkpoint saved (``task_state``), or {} (none saved, or a file torch cannot read:
+    fairseq reports that itself when it loads the checkpoint). The tensors are memory-mapped, not read."""
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        except RuntimeError:  # a checkpoint of torch's legacy format cannot be memory-mapped
+            state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch/pickle raise many types for a broken file
+        logger.debug(f"cannot read the task state of {path}: {err}")
+        return {}
+    found = state.get("task_state") if isinstance(state, dict) else None
+    return found if isinstance(found, dict) else {}
 
 
 def record_language_pair(cfg) -> None:

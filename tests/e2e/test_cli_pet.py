@@ -42,6 +42,15 @@ def test_generate_translates_every_test_sentence_with_sacrebleu(trained, multi30
     assert re.search(r"BLEU = \d+\.\d+ ", gen.stdout + gen.stderr)
 
 
+def test_generate_refuses_a_direction_the_model_was_not_trained_for(trained, multi30k_bin):
+    proc = subprocess.run([fairseq("generate"), str(multi30k_bin), "--user-dir", USER_DIR, "--path", str(trained[0]),
+                           "--gen-subset", "test", "-s", "en", "-t", "de", "--beam", "1", "--cpu"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "H-0" not in proc.stdout
+    assert "translates de->en, but --source-lang en --target-lang de asks for en->de" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_interactive_translates_stdin(trained, multi30k_bin):
     proc = subprocess.run(
         [fairseq("interactive"), str(multi30k_bin), "--user-dir", USER_DIR, "--path", str(trained[0]),
