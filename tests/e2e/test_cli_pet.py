@@ -14,10 +14,10 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def trained(multi30k_bin, tmp_path_factory):
-    """40 updates of pet_iwslt_de_en on 3,000 Multi30k pairs; returns (checkpoint, train log)."""
+    """40 updates of pet_iwslt_de_en on 3,000 Multi30k pairs, de->en as -s/-t record it; returns (checkpoint, train log)."""
     ckpt_dir = tmp_path_factory.mktemp("pet_ckpt")
     proc = run([
-        fairseq("train"), str(multi30k_bin), "--user-dir", USER_DIR, "--arch", "pet_iwslt_de_en",
+        fairseq("train"), str(multi30k_bin), "--user-dir", USER_DIR, "--arch", "pet_iwslt_de_en", "-s", "de", "-t", "en",
         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "2e-3", "--lr-scheduler", "inverse_sqrt",
         "--warmup-updates", "10", "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
         "--max-tokens", "2000", "--max-update", "40", "--log-format", "json", "--log-interval", "5",
