@@ -34,7 +34,7 @@ run_prepare() {
                 echo "From data_prep/prepare-$dataset.sh: --out defaults to data-bin/$dataset.SRC-TGT; after the"
                 echo "text steps, fairseq-preprocess --joined-dictionary writes OUT/data-bin (log: OUT/fairseq-preprocess.log),"
                 echo "then OUT/data-bin/preprocessing.json records the recipe (read by python -m pet_fairseq.translate)."
-                echo "Environment: PYTHON=/path/to/python picks the interpreter (default: active venv, ./.venv, python3)."
+                echo "Environment: PET_VENV=/path/to/venv picks the environment (default: the repository's .venv), as in scripts/."
                 exit 0 ;;
             --src) src="${2:-}"; shift 2 || shift ;;
             --src=*) src="${1#*=}"; shift ;;

@@ -23,6 +23,7 @@ _report_user_errors()
 _compat.allow_fairseq_checkpoints()
 _compat.keep_last_partial_batch()
 _compat.check_decoded_direction()
+_compat.explain_unreadable_checkpoints()
 _compat.fix_distributed_training()
 
 from pet_fairseq import criterions, models, tasks  # noqa: E402,F401  (registration side effects)

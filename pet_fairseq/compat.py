@@ -58,6 +58,35 @@ def keep_last_partial_batch() -> None:
 
 
 
+def explain_unreadable_checkpoints() -> None:
+    """Turn fairseq's traceback for a file that is not a checkpoint (``--path notes.txt``) into one line naming it.
+
+    ``checkpoint_utils.load_checkpoint_to_cpu`` lets torch's error through (``UnpicklingError: Weights only load
+    failed ... file an issue``, 60 lines deep). The wrapped function calls fairseq's; only when that fails does it
+    read the file again with :func:`pet_fairseq.core.checkpoint.read_checkpoint`, which raises a one-line
+    ``InputError`` for a missing file or one that is not a fairseq checkpoint. Any other failure is fairseq's own,
+    re-raised unchanged.
+    """
+    from fairseq import checkpoint_utils
+
+    original = checkpoint_utils.load_checkpoint_to_cpu
+    if getattr(original, "_pet_explains_unreadable", False):
+        return
+
+    def load_checkpoint_to_cpu(path, *args, **kwargs):
+        try:
+            return original(path, *args, **kwargs)
+        except Exception:
+            from pet_fairseq.core.checkpoint import read_checkpoint
+
+            read_checkpoint(path)  # raises InputError naming the file when it is missing or not a checkpoint
+            raise
+
+    load_checkpoint_to_cpu._pet_explains_unreadable = True
+    load_checkpoint_to_cpu.__doc__ = original.__doc__
+    checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
+
+
 def check_decoded_direction() -> None:
     """Refuse to decode a model with a task of the other direction (``fairseq-generate -s en -t de`` on a de->en model).
 

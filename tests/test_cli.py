@@ -97,6 +97,19 @@ def test_importing_the_plugin_prints_an_uncaught_pet_error_as_one_line():
     assert bug.returncode == 1 and "Traceback" in bug.stderr and "KeyError: 'bug'" in bug.stderr
 
 
+def test_a_pet_error_that_fairseq_wraps_in_a_plain_exception_is_still_one_line():
+    """fairseq-train re-raises a criterion's refusal to resume as ``Exception("Cannot load model parameters ...")``."""
+    wrapped = run_python("import pet_fairseq\nfrom pet_fairseq.core.errors import ConfigError\n"
+                         "try:\n    raise ConfigError('KD projections for a teacher of width 48')\n"
+                         "except Exception:\n    raise Exception('Cannot load model parameters; ensure that the "
+                         "architectures match')")
+    assert wrapped.returncode == 1 and "Traceback" not in wrapped.stderr
+    assert wrapped.stderr == "error: KD projections for a teacher of width 48\n"
+    bug = run_python("import pet_fairseq\nfrom pet_fairseq.core.errors import ConfigError\n"
+                     "try:\n    raise ConfigError('bad option')\nexcept Exception:\n    raise KeyError('bug')")
+    assert bug.returncode == 1 and "Traceback" in bug.stderr and "KeyError: 'bug'" in bug.stderr
+
+
 def entry_points() -> dict[str, str]:
     return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
 

@@ -67,3 +67,23 @@ def test_a_model_is_not_loaded_for_a_task_of_the_other_direction(tmp_path):
                                           r"for en->de: .*drop --source-lang en --target-lang de"):
         checkpoint_utils.load_model_ensemble_and_task([str(path)], task=task("en", "de"))
     assert len(checkpoint_utils.load_model_ensemble_and_task([str(path)])[0]) == 1  # no task: nothing to compare
+
+
+def test_fairseq_names_a_file_that_is_not_a_checkpoint_in_one_line(tmp_path):
+    """fairseq-generate --path notes.txt: the plugin's reader explains what fairseq's loader only fails on."""
+    from fairseq import checkpoint_utils
+
+    from pet_fairseq.core.errors import InputError
+    from tests.conftest import make_checkpoint, toy_dictionary, write_data_dir
+
+    notes = tmp_path / "notes.pt"
+    notes.write_text("hello\n")
+    with pytest.raises(InputError, match=r"notes\.pt is not a fairseq checkpoint \(torch\.load failed"):
+        checkpoint_utils.load_checkpoint_to_cpu(str(notes))
+    with pytest.raises(InputError, match=r"checkpoint .*missing\.pt does not exist"):
+        checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "missing.pt"))
+    data = write_data_dir(tmp_path / "bin", toy_dictionary(40))
+    path, _, _ = make_checkpoint(tmp_path / "ok.pt", data, "transformer", "--encoder-layers", "1",
+                                 "--decoder-layers", "1", "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
+                                 "--encoder-ffn-embed-dim", "16", "--decoder-ffn-embed-dim", "16")
+    assert "model" in checkpoint_utils.load_checkpoint_to_cpu(str(path))

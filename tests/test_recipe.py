@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,10 +84,13 @@ def test_option_values_that_look_like_options_are_values():
     (["--seqkd", "marian"], "--seqkd must be ctranslate2, fairseq or none, not 'marian'"),
     (["--kd-mode", "offline"], "--kd-mode must be cached or online, not 'offline'"),
     (["--teacher-metric", "chrf"], "--teacher-metric must be bleu or loss, not 'chrf'"),
+    (["--warmup-fraction", "1.5"], "--warmup-fraction must be a number in [0, 1), not '1.5'"),
+    (["--dropout", "abc"], "--dropout must be a number in [0, 1), not 'abc'"),
+    (["--lr", "0"], "--lr must be a number > 0, not '0'"),
     (["--teacher-average", "3"], "--teacher-average 3 averages the teacher's last validated checkpoints"),
 ])
 def test_budgets_and_choices_are_checked_before_anything_runs(extra, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         args_of(*extra)
 
 
@@ -348,3 +352,32 @@ def test_train_pet_sh_runs_the_recipe_and_keeps_its_help(tmp_path):
                              env={"PATH": "/usr/bin:/bin", "PET_VENV": str(venv)})
     assert refused.returncode == 2 and refused.stderr.startswith("error: --student-updates must be an integer >= 1")
     assert not (tmp_path / "x").exists()
+
+
+def test_an_out_that_is_a_file_and_a_teacher_of_another_direction_are_refused_before_any_stage(tmp_path):
+    from pet_fairseq.study.teacher import check_teacher
+    from tests.conftest import make_checkpoint, toy_dictionary, write_data_dir
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "fairseq-train").write_text("#!/bin/sh\n")
+    (bin_dir / "fairseq-train").chmod(0o755)
+    data = write_data_dir(tmp_path / "data", toy_dictionary(40))
+    afile = tmp_path / "afile"
+    afile.write_text("kept\n")
+    for out in (afile, afile / "sub"):
+        with pytest.raises(ConfigError, match=f"--out {out}: {afile} is a file, not a folder; choose another --out"):
+            resolve_inputs(args_of(data=str(data), out=str(out)), bin_dir)
+    assert afile.read_text() == "kept\n"
+    teacher, _, _ = make_checkpoint(tmp_path / "t.pt", data, "transformer", "--encoder-layers", "1", "--decoder-layers",
+                                    "1", "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
+                                    "--encoder-ffn-embed-dim", "16", "--decoder-ffn-embed-dim", "16")  # de->en
+    check_teacher(teacher, ("de", "en"))
+    check_teacher(teacher, None)  # no pair given or inferred: the stages' tools decide
+    with pytest.raises(ConfigError, match=r"t\.pt translates de->en, but this run trains en->de: pass a teacher"):
+        check_teacher(teacher, ("en", "de"))
+    notes = tmp_path / "notes.pt"
+    notes.write_text("hello\n")
+    with pytest.raises(ConfigError, match="is not a fairseq checkpoint"):
+        run(parse_args(["--data-bin", str(data), "--out", str(tmp_path / "o"), "--teacher", str(notes)]), bin_dir)
+    assert not (tmp_path / "o").exists()

@@ -339,3 +339,25 @@ def test_negative_threads_are_refused_before_any_run(tmp_path, capsys):
         signal.signal(signal.SIGTERM, handler)
     assert capsys.readouterr().err.splitlines()[-1] == "error: --threads must be at least 0, got -1"
     assert not (tmp_path / "out").exists() and teacher.read_bytes() == b"a teacher"
+
+
+def test_a_teacher_of_the_other_direction_is_refused_before_any_run(tmp_path, capsys):
+    import signal
+
+    from pet_fairseq.study.cli import main
+    from tests.conftest import make_checkpoint, toy_dictionary, write_data_dir
+
+    data = write_data_dir(tmp_path / "data", toy_dictionary(40))
+    teacher, _, _ = make_checkpoint(tmp_path / "t.pt", data, "transformer", "--encoder-layers", "1", "--decoder-layers",
+                                    "1", "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
+                                    "--encoder-ffn-embed-dim", "16", "--decoder-ffn-embed-dim", "16")  # de->en
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main(["--spec", str(REPO / "configs" / "study" / "multi30k.json"), "--data-bin", str(data), "--teacher",
+                     str(teacher), "--out", str(tmp_path / "out"), "--source-lang", "en", "--target-lang", "de",
+                     "--train-only"]) == 2
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        f"error: --teacher {teacher} translates de->en, but this run trains en->de")
+    assert not (tmp_path / "out").exists()

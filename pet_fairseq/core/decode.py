@@ -16,6 +16,7 @@ A *job* (:func:`load_decoder`, :func:`make_batches`) is a dict with the keys ``c
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -87,15 +88,17 @@ def make_batches(decoder: Decoder, job: dict, limit: int | None = None) -> list[
     dataset = task.dataset(job["subset"])
     if limit is not None and limit < len(dataset):
         dataset = FirstSentences(dataset, limit)
-    iterator = task.get_batch_iterator(
-        dataset=dataset,
-        max_tokens=job["max_tokens"],
-        max_sentences=job["batch_size"],
-        max_positions=utils.resolve_max_positions(task.max_positions(), decoder.model.max_positions()),
-        required_batch_size_multiple=8,
-        seed=1,
-    ).next_epoch_itr(shuffle=False)
-    batches = [sample for sample in iterator if "net_input" in sample]
+    with warnings.catch_warnings():  # fairseq's loader asks for pinned memory; torch warns on a machine without a GPU
+        warnings.filterwarnings("ignore", message="'pin_memory' argument is set as true but no accelerator is found")
+        iterator = task.get_batch_iterator(
+            dataset=dataset,
+            max_tokens=job["max_tokens"],
+            max_sentences=job["batch_size"],
+            max_positions=utils.resolve_max_positions(task.max_positions(), decoder.model.max_positions()),
+            required_batch_size_multiple=8,
+            seed=1,
+        ).next_epoch_itr(shuffle=False)
+        batches = [sample for sample in iterator if "net_input" in sample]
     expected = len(dataset.ordered_indices()) if isinstance(dataset, FirstSentences) else len(dataset)
     decoded = sum(len(sample["id"]) for sample in batches)
     if decoded != expected:  # e.g. fairseq 0.12 dropping a last partial batch (see pet_fairseq.compat)

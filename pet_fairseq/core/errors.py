@@ -7,7 +7,10 @@ problem and the fix. A ``pet-*`` command prints it as ``error: MESSAGE`` and exi
 :data:`EXIT_USER_ERROR` (:func:`pet_fairseq.core.cli.command`); inside fairseq's own commands
 (``fairseq-train``, ``fairseq-generate`` with ``--user-dir pet_fairseq``) the hook of
 :func:`report_user_errors` prints the same line instead of a traceback, and the exit status is
-Python's for an uncaught exception (1). Any other exception keeps its traceback: it is a bug.
+Python's for an uncaught exception (1); a plain ``Exception`` that fairseq raised while handling a
+``PetError`` (fairseq-train's "Cannot load model parameters ... ensure that the architectures match"
+around a criterion's refusal to resume) is reported as that ``PetError``. Any other exception keeps
+its traceback: it is a bug.
 
 This module imports nothing beyond the standard library, so the torch-free CTranslate2 worker
 can use it.
@@ -47,6 +50,16 @@ class ExportError(PetError):
     shortlist), with the reason and what to do."""
 
 
+def user_error(value: BaseException) -> PetError | None:
+    """``value`` if it is a :class:`PetError`, else the one a chain of plain ``Exception`` wrappers was raised from
+    or while handling (what fairseq does with an error of the plugin); ``None`` for anything else."""
+    seen = set()
+    while type(value) is Exception and id(value) not in seen:
+        seen.add(id(value))
+        value = value.__cause__ or value.__context__
+    return value if isinstance(value, PetError) else None
+
+
 def report_user_errors() -> None:
     """Print an uncaught :class:`PetError` as one ``error:`` line; leave every other exception to the hook before.
 
@@ -57,8 +70,9 @@ def report_user_errors() -> None:
         return
 
     def hook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
-        if isinstance(value, PetError):
-            print(f"error: {value}", file=sys.stderr, flush=True)
+        error = user_error(value)
+        if error is not None:
+            print(f"error: {error}", file=sys.stderr, flush=True)
         else:
             previous(kind, value, traceback)
 

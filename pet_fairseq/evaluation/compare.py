@@ -200,9 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     if report.plot(args.out_dir / "report.png", rows):
         logger.info("wrote %s", args.out_dir / "report.png")
     logger.info("wrote %s and %s", args.out_dir / "report.json", args.out_dir / "report.md")
-    failed = [row["label"] for row in rows if row["status"] != "ok"]
+    failed = [row for row in rows if row["status"] != "ok"]
     if failed:
-        logger.error("failed: %s", ", ".join(failed))
+        reasons = "; ".join(f"{row['label']}: {row['error']}" for row in failed)
+        print(f"error: {len(failed)} of {len(rows)} models failed (their rows say FAILED): {reasons}", file=sys.stderr,
+              flush=True)
     return 1 if failed else 0
 
 

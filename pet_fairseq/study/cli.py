@@ -28,6 +28,7 @@ from pet_fairseq.study.curves import plot_curves
 from pet_fairseq.study.runner import PROGRESS_EVERY, Job, plan_jobs, run_dir, run_jobs, wall_seconds
 from pet_fairseq.study.spec import Setup, SpecError, load_spec
 from pet_fairseq.study.table import build_rows, curves_of, evaluate, markdown
+from pet_fairseq.study.teacher import check_teacher
 
 logger = logging.getLogger("pet_fairseq.study")
 USER_DIR = Path(__file__).resolve().parents[1]
@@ -90,6 +91,7 @@ def recorded_walls(jobs: List[Job], variants) -> dict:
 def run(args: argparse.Namespace) -> int:
     check_inputs(args)
     spec = load_spec(args.spec)
+    check_teacher(args.teacher, (args.source_lang, args.target_lang))
     only = [n.strip() for n in args.only.split(",") if n.strip()] or None
     setup = Setup(args.data_bin.resolve(), args.teacher.resolve(), args.source_lang, args.target_lang, USER_DIR,
                   None if args.bpe == "none" else args.bpe)

@@ -46,6 +46,7 @@ from pet_fairseq.core.errors import ConfigError, PetError
 from pet_fairseq.core.files import infer_pair, write_json_atomic
 from pet_fairseq.core.plateau import average_last, stop_report, summary_line
 from pet_fairseq.study.runner import PROGRESS_EVERY, Job, command_file, run_jobs
+from pet_fairseq.study.teacher import check_teacher
 
 logger = logging.getLogger("pet_fairseq.study.recipe")
 USER_DIR = Path(__file__).resolve().parents[1]
@@ -174,6 +175,19 @@ def _integer(option: str, value: str, minimum: int) -> None:
         raise ConfigError(f"{option} must be an integer >= {minimum}, not '{value}'{why}")
 
 
+def _real(option: str, value: Optional[str], low: float, high: Optional[float], bounds: str) -> None:
+    """``value`` (a string, None when not given) must be a number with low < value (--lr) or low <= value < high."""
+    if value is None:
+        return
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    inside = number > low if high is None else low <= number < high
+    if not inside:  # NaN fails both comparisons
+        raise ConfigError(f"{option} must be a number {bounds}, not '{value}'")
+
+
 def check_options(args: argparse.Namespace) -> None:
     """The options' values, before anything is read or run."""
     for option, allowed in (("--seqkd", SEQKD_ENGINES), ("--kd-mode", KD_MODES), ("--teacher-metric", TEACHER_METRICS)):
@@ -183,6 +197,9 @@ def check_options(args: argparse.Namespace) -> None:
     for option, minimum in INTEGERS:
         _integer(option, getattr(args, option[2:].replace("-", "_")), minimum)
     _integer(args.teacher_budget[0], args.teacher_budget[2], 1)
+    for option, low, high, bounds in (("--lr", 0.0, None, "> 0"), ("--dropout", 0.0, 1.0, "in [0, 1)"),
+                                      ("--warmup-fraction", 0.0, 1.0, "in [0, 1)")):
+        _real(option, getattr(args, option[2:].replace("-", "_")), low, high, bounds)
     if not args.data_bin or not args.out:
         raise ConfigError("--data-bin and --out are required (see --help)")
     if not args.teacher and int(args.teacher_average) > 1 and int(args.teacher_validate_every) == 0:
@@ -217,6 +234,10 @@ def resolve_inputs(args: argparse.Namespace, bin_dir: Path) -> Inputs:
         raise ConfigError(f"{fairseq_train} not found; run: bash scripts/install.sh")
     if args.teacher and not Path(args.teacher).is_file():
         raise ConfigError(f"--teacher {args.teacher} does not exist")
+    out = Path(args.out)
+    blocker = next((p for p in (out, *out.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ConfigError(f"--out {out}: {blocker} is a file, not a folder; choose another --out")
     if bool(args.source_lang) != bool(args.target_lang):
         raise ConfigError("pass both --source-lang and --target-lang (or neither: the data-bin's pair)")
     pair = (args.source_lang, args.target_lang) if args.source_lang else None
@@ -225,7 +246,7 @@ def resolve_inputs(args: argparse.Namespace, bin_dir: Path) -> Inputs:
             pair = infer_pair(data, "train")
         except ConfigError:
             pair = None
-    return Inputs(data, Path(args.out), pair, fairseq_train, Path(sys.executable))
+    return Inputs(data, out, pair, fairseq_train, Path(sys.executable))
 
 
 def optimizer_args(args: argparse.Namespace) -> List[str]:
@@ -418,6 +439,8 @@ def run(args: argparse.Namespace, bin_dir: Optional[Path] = None) -> int:
     inputs = resolve_inputs(args, bin_dir or Path(sys.executable).parent)
     if args.force:
         remove_stages(inputs.out, args.teacher)
+    if args.teacher:
+        check_teacher(Path(args.teacher), inputs.pair)
     if args.teacher:
         teacher = Path(args.teacher)
     else:

@@ -203,6 +203,8 @@ def test_a_failing_model_keeps_the_other_rows_and_fails_the_run(workspace):
                     "--repeats", "1", "--max-sentences", "8")
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert f"| broken | FAILED: {bogus} is not a fairseq checkpoint" in proc.stdout
+    assert proc.stderr.splitlines()[-1].startswith(
+        f"error: 1 of 2 models failed (their rows say FAILED): broken: {bogus} is not a fairseq checkpoint")
     report = json.loads((workspace / "out-failed" / "report.json").read_text())
     broken, student = report["models"]
     assert broken["status"] == "failed" and "not a fairseq checkpoint" in broken["error"]
