@@ -207,46 +207,46 @@ CASES: list[Case] = [
     Case("kc05", "pet-kdcache", "`--out` is a file", "pet-kdcache $D --teacher $T --out afile --k 4", "refuse",
          ("--out",), guard=("afile",)),
     # fairseq-train with the plugin
-    Case("ft01", "fairseq-train", "resume a distillation run with another teacher",
+    Case("ft01", "fairseq-train --user-dir pet_fairseq", "resume a distillation run with another teacher",
          KD + " --max-update 6 --save-dir ft/r --teacher-path m/teacher2/checkpoint_best.pt", "refuse",
          ("teacher",), guard=("ft/r",),
          before="rm -rf ft/r && " + KD + " --max-update 3 --save-dir ft/r "
          "--teacher-path $T > /dev/null 2>&1"),
-    Case("ft02", "fairseq-train", "resume with `--allow-teacher-change` and a teacher of another width",
+    Case("ft02", "fairseq-train --user-dir pet_fairseq", "resume with `--allow-teacher-change` and a teacher of another width",
          KD + " --max-update 6 --save-dir ft/r --teacher-path m/teacher_w48/checkpoint_best.pt --allow-teacher-change",
          "refuse", ("width",), guard=("ft/r",)),
-    Case("ft03", "fairseq-train", "`--teacher-path` is a text file", KD + " --max-update 2 --save-dir ft/x "
+    Case("ft03", "fairseq-train --user-dir pet_fairseq", "`--teacher-path` is a text file", KD + " --max-update 2 --save-dir ft/x "
          "--teacher-path in/text.pt", "refuse", ("not a fairseq checkpoint",)),
-    Case("ft04", "fairseq-train", "`--kd-alpha 2`", KD + " --max-update 2 --save-dir ft/x --teacher-path $T --kd-alpha 2",
+    Case("ft04", "fairseq-train --user-dir pet_fairseq", "`--kd-alpha 2`", KD + " --max-update 2 --save-dir ft/x --teacher-path $T --kd-alpha 2",
          "refuse", ("--kd-alpha",)),
-    Case("ft05", "fairseq-train", "`--criterion pet_kd` with `--task translation`",
+    Case("ft05", "fairseq-train --user-dir pet_fairseq", "`--criterion pet_kd` with `--task translation`",
          FT + " --max-update 2 --save-dir ft/x --task translation --criterion pet_kd", "refuse", ("pet_distillation",)),
-    Case("ft06", "fairseq-train", "teacher cache made from another teacher",
+    Case("ft06", "fairseq-train --user-dir pet_fairseq", "teacher cache made from another teacher",
          KD + " --max-update 2 --save-dir ft/x --teacher-path m/teacher2/checkpoint_best.pt --teacher-cache kc/c "
          "--inter-beta 0", "refuse", ("another teacher",), guard=("kc/c",)),
-    Case("ft07", "fairseq-train", "teacher cache with the intermediate-layer loss",
+    Case("ft07", "fairseq-train --user-dir pet_fairseq", "teacher cache with the intermediate-layer loss",
          KD + " --max-update 2 --save-dir ft/x --teacher-path $T --teacher-cache kc/c --inter-beta 2", "refuse",
          ("--inter-beta",)),
-    Case("ft08", "fairseq-train", "teacher of the opposite direction",
+    Case("ft08", "fairseq-train --user-dir pet_fairseq", "teacher of the opposite direction",
          KD + " --max-update 2 --save-dir ft/x --teacher-path m/teacher_ende/checkpoint_best.pt", "refuse",
          ("en->de",)),
-    Case("ft09", "fairseq-train", "`--encoder-layer-plan 0,x,0~`",
+    Case("ft09", "fairseq-train --user-dir pet_fairseq", "`--encoder-layer-plan 0,x,0~`",
          KD + " --encoder-layer-plan 0,x,0~ --max-update 2 --save-dir ft/x --teacher-path $T",
          "refuse", ("--encoder-layer-plan",)),
     # fairseq-generate
-    Case("fg01", "fairseq-generate", "unrolled export in stock fairseq (no plugin), the command unroll prints",
+    Case("fg01", "stock fairseq-generate (no plugin)", "unrolled export, with the option that unroll prints",
          GEN + " --path ex/unrolled.pt --required-batch-size-multiple 1 > out/fg01.txt", "ok",
          check="grep -c '^H-' out/fg01.txt | grep -qx 100"),
-    Case("fg02", "fairseq-generate", "unrolled export in stock fairseq without `--required-batch-size-multiple 1`",
+    Case("fg02", "stock fairseq-generate (no plugin)", "unrolled export without `--required-batch-size-multiple 1`",
          GEN + " --path ex/unrolled.pt > out/fg02.txt", "ok", check="grep -c '^H-' out/fg02.txt | grep -qx 100",
          upstream=True),
-    Case("fg03", "fairseq-generate", "the PET student with the plugin: every test sentence",
+    Case("fg03", "fairseq-generate --user-dir pet_fairseq", "the PET student with the plugin: every test sentence",
          GEN + " --path $S --user-dir $U > out/fg03.txt", "ok", check="grep -c '^H-' out/fg03.txt | grep -qx 100"),
-    Case("fg04", "fairseq-generate", "`-s en -t de` with a de->en student, plugin loaded",
+    Case("fg04", "fairseq-generate --user-dir pet_fairseq", "`-s en -t de` with a de->en student, plugin loaded",
          GEN + " --path $S --user-dir $U -s en -t de", "refuse", ("de->en", "en->de")),
-    Case("fg05", "fairseq-generate", "`--path` a text file, plugin loaded", GEN + " --path in/text.pt --user-dir $U",
+    Case("fg05", "fairseq-generate --user-dir pet_fairseq", "`--path` a text file, plugin loaded", GEN + " --path in/text.pt --user-dir $U",
          "refuse", ("not a fairseq checkpoint",)),
-    Case("fg06", "fairseq-generate", "PET checkpoint without `--user-dir`", GEN + " --path $S", "refuse",
+    Case("fg06", "stock fairseq-generate (no plugin)", "PET checkpoint without `--user-dir`", GEN + " --path $S", "refuse",
          ("user-dir",), upstream=True),
     # pet-export
     Case("ex01", "pet-export", "unroll: output is an existing file", "pet-export unroll $S out/existing.en", "refuse",
@@ -344,6 +344,16 @@ CASES: list[Case] = [
 ]
 
 
+#: Shown instead of the long common commands in the report (longest first, so KD wins over FT).
+ABBREVIATIONS = (("$RECIPE", RECIPE), ("$KD", KD), ("$FT", FT), ("$SEQKD", SEQKD), ("$GEN", GEN))
+
+
+def shorten(cmd: str) -> str:
+    for name, text in ABBREVIATIONS:
+        cmd = cmd.replace(text, name)
+    return cmd
+
+
 def tree_digest(path: Path) -> str:
     """sha256 over a file's bytes, or over every file (relative name and bytes) under a folder; MISSING if absent."""
     if not path.exists():
@@ -431,7 +441,7 @@ def what_user_sees(text: str) -> str:
 
 def markdown_row(case: Case, result: dict) -> str:
     cell = what_user_sees(result["text"]).replace("|", "\\|")
-    cmd = case.cmd.replace("|", "\\|")
+    cmd = shorten(case.cmd).replace("|", "\\|")
     shown = result["verdict"] + (" (stock fairseq)" if case.upstream else "")
     extra = f"; changed: {', '.join(result['changed'])}" if result["changed"] else ""
     if result["check"] is not None:
@@ -439,12 +449,36 @@ def markdown_row(case: Case, result: dict) -> str:
     return f"| {case.id} | {case.what} | `{cmd}` | {result['rc']} | {cell}{extra} | **{shown}** |"
 
 
+VERDICTS = ("CLEAR", "UNCLEAR", "SILENT", "LOST", "OK")
+
+
+def report(rows: list[tuple[Case, str, str]]) -> str:
+    """A summary table (verdicts per tool) and one table of cases per tool, from (case, markdown row, verdict)."""
+    tools = list(dict.fromkeys(case.tool for case, _, _ in rows))
+    lines = ["| tool | " + " | ".join(VERDICTS) + " | cases |", "|---|" + "---|" * (len(VERDICTS) + 1)]
+    for tool in tools + ["all"]:
+        mine = [verdict for case, _, verdict in rows if tool in ("all", case.tool)]
+        counts = " | ".join(str(mine.count(v)) for v in VERDICTS)
+        lines.append(f"| {tool if tool != 'all' else '**all**'} | {counts} | {len(mine)} |")
+    for tool in tools:
+        lines += ["", f"### {tool}", "", "| # | input / fault | command | exit | what the user sees | verdict |",
+                  "|---|---|---|---|---|---|"]
+        lines += [row for case, row, _ in rows if case.tool == tool]
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (made and filled if empty)")
     parser.add_argument("--only", help="comma-separated case ids to run (default: all, in order)")
     parser.add_argument("--start", help="skip the cases before this id")
-    parser.add_argument("--table", type=Path, help="write the markdown rows here")
+    parser.add_argument("--table", type=Path, help="write the summary and the per-tool tables (markdown) here")
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -465,16 +499,8 @@ def main() -> int:
         print(f"[probe] {case.id} {result['verdict']:8s} rc={result['rc']:<4} {result['seconds']:5.1f}s "
               f"{what_user_sees(result['text'])[:150]}", flush=True)
         rows.append((case, result))
-    table = ["| # | input / fault | command | exit | what the user sees | verdict |", "|---|---|---|---|---|---|"]
-    current = None
-    for case, result in rows:
-        if case.tool != current:
-            current = case.tool
-        table.append(markdown_row(case, result))
     if args.table:
-        tmp = args.table.with_name(f".{args.table.name}.tmp")
-        tmp.write_text("\n".join(table) + "\n")
-        tmp.replace(args.table)
+        write_atomic(args.table, report([(case, markdown_row(case, result), result["verdict"]) for case, result in rows]))
     print("[probe] " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + f"; {len(rows)} cases", flush=True)
     return 0
 
