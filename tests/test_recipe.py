@@ -178,6 +178,19 @@ def test_online_kd_without_a_corpus_is_the_student_alone_on_the_references():
                                  "--eval-bleu-args", '{"beam": 1}']  # quoted extra options are one argument
 
 
+def test_cache_states_caches_every_teacher_layer_and_keeps_the_intermediate_loss():
+    args = args_of("--seqkd", "none", "--cache-states")
+    cache, student = distillation_jobs(args, inputs(), Path("/t.pt"))
+    assert cache.argv[-4:] == ["--encoder-states", "all", "--decoder-states", "all"]
+    assert cache.recorded == ["/data", "/t.pt", "16", "--encoder-states", "all", "--decoder-states", "all"]
+    assert value(student.argv, "--teacher-cache") == "/out/cache"
+    assert "--inter-beta" not in student.argv and "--encoder-layer-map" not in student.argv  # pet_kd's defaults
+    plain_cache, plain_student = distillation_jobs(args_of("--seqkd", "none"), inputs(), Path("/t.pt"))
+    assert plain_cache.recorded == ["/data", "/t.pt", "16"] and value(plain_student.argv, "--inter-beta") == "0"
+    with pytest.raises(ConfigError, match="--cache-states fills the teacher cache of --kd-mode cached; --kd-mode online"):
+        args_of("--kd-mode", "online", "--cache-states")
+
+
 def test_the_teacher_validates_every_n_updates_and_keeps_what_it_averages():
     argv = teacher_job(args_of("--teacher-validate-every", "250", "--teacher-average", "3", "--teacher-metric", "loss",
                                "--teacher-patience", "0", "--teacher-max-update", "5000", "--teacher-args", "--seed 2"),

@@ -277,6 +277,7 @@ def test_spec_checks_time_budgets_caches_and_partners():
     bad = [({"name": "a", "student": "s", "criterion": "ce", "seconds": 0}, "must be positive"),
            ({"name": "a", "student": "s", "criterion": "ce", "cache_k": 8}, "cache_k needs criterion kd"),
            ({"name": "a", "student": "s", "criterion": "kd", "cache_k": 8, "args": "--inter-beta 2"}, "add '--inter-beta 0'"),
+           ({"name": "a", "student": "s", "criterion": "kd", "cache_states": True}, "cache_states needs cache_k"),
            ({"name": "a", "student": "s", "criterion": "ce", "updates_of": "a"}, "updates_of must name another variant")]
     for variant, message in bad:
         with pytest.raises(SpecError, match=message):
@@ -284,6 +285,25 @@ def test_spec_checks_time_budgets_caches_and_partners():
     ok = parse_spec({**base, "variants": [{"name": "a", "student": "s", "criterion": "kd", "cache_k": 8,
                                             "args": "--inter-beta 0 --encoder-layer-map ''"}]})
     assert ok.variants[0].cache_name == "references-k8"
+    states = parse_spec({**base, "variants": [{"name": "a", "student": "s", "criterion": "kd", "cache_k": 8,
+                                                "cache_states": True, "args": "--inter-beta 2"}]}).variants[0]
+    assert states.cache_name == "references-k8-states"  # its own cache: the plain one holds no states
+
+
+def test_a_variant_with_cache_states_builds_them_and_trains_with_the_intermediate_loss(tmp_path):
+    from pet_fairseq.study.runner import cache_dir, plan_jobs
+
+    spec = parse_spec({"budget": 10, "students": {"s": "--arch pet_transformer"}, "variants": [
+        {"name": "inter", "student": "s", "criterion": "kd", "cache_k": 8, "cache_states": True},
+        {"name": "plain", "student": "s", "criterion": "kd", "cache_k": 8, "args": "--inter-beta 0"}]})
+    setup = Setup(tmp_path / "bin", tmp_path / "t.pt", "de", "en", REPO / "pet_fairseq")
+    jobs = {j.name: j for j in plan_jobs(spec, setup, tmp_path, Path("fairseq-train"), Path("python"))}
+    assert list(jobs) == ["cache:references-k8-states", "inter", "cache:references-k8", "plain"]
+    assert jobs["cache:references-k8-states"].argv[-4:] == ["--encoder-states", "all", "--decoder-states", "all"]
+    assert "--encoder-states" not in jobs["cache:references-k8"].argv
+    argv = jobs["inter"].argv
+    assert argv[argv.index("--teacher-cache") + 1] == str(cache_dir(tmp_path, "references-k8-states"))
+    assert "--inter-beta" not in argv  # pet_kd's default β with the auto layer maps
 
 
 def test_update_cost_reads_train_wall_after_the_first_window_and_checks_its_options(tmp_path, capsys):
@@ -297,6 +317,8 @@ def test_update_cost_reads_train_wall_after_the_first_window_and_checks_its_opti
     cached = mode_args("cached-kd", Path("t.pt"), Path("cache"), ["--kd-alpha", "0.5"])
     assert cached[cached.index("--teacher-cache") + 1] == "cache" and cached[cached.index("--inter-beta") + 1] == "0"
     assert "--teacher-path" not in mode_args("ce", Path("t.pt"), None, [])
+    inter = mode_args("cached-kd-inter", Path("t.pt"), Path("cache"), ["--kd-alpha", "0.5"])
+    assert inter[inter.index("--teacher-cache") + 1] == "cache" and "--inter-beta" not in inter
     spec = REPO / "configs" / "study" / "multi30k.json"
     common = ["--spec", str(spec), "--data-bin", str(tmp_path), "--teacher", str(tmp_path / "t.pt")]
     assert main(common + ["--modes", "ce,nope"]) == 2 and "unknown nope" in capsys.readouterr().err

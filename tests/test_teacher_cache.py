@@ -178,8 +178,16 @@ def test_unfinished_or_missing_caches_and_bad_options_are_refused(setup, tmp_pat
         assert build_cache(data, teacher, tmp_path / "c", *argv) == 2
         assert message in capsys.readouterr().err
     assert build_cache(data, teacher, tmp_path / "cache", "--k", "4") == 0
-    with pytest.raises(ValueError, match="needs the teacher's hidden states: pass --inter-beta 0"):
+    with pytest.raises(ValueError, match=r"holds no hidden states of the teacher's encoder layer 1, encoder layer 2, "
+                                         r"decoder layer 1, decoder layer 2 \(it holds: none\), which the "
+                                         r"intermediate-layer loss \(--inter-beta\) maps: rebuild it with "
+                                         r"--encoder-states 1,2 --decoder-states 1,2, or pass --inter-beta 0"):
         distillation(data, teacher, "--teacher-cache", str(tmp_path / "cache"))
+    assert build_cache(data, teacher, tmp_path / "enc", "--k", "4", "--encoder-states", "all") == 0
+    with pytest.raises(ValueError, match=r"decoder layer 1, decoder layer 2 \(it holds: encoder 1,2, decoder none\)"):
+        distillation(data, teacher, "--teacher-cache", str(tmp_path / "enc"))
+    assert build_cache(data, teacher, tmp_path / "c", "--encoder-states", "1,5") == 2
+    assert "--encoder-states '1,5': '5' is not a layer of the teacher's 2" in capsys.readouterr().err
 
 
 def test_a_killed_build_resumes_to_identical_files(setup, tmp_path, monkeypatch, caplog):
@@ -246,3 +254,75 @@ def test_max_tokens_below_the_longest_sentence_is_one_line(setup, tmp_path, caps
         f"error: --max-tokens {longest - 1} is below the longest sentence of the train split ({longest} tokens): a "
         f"batch must hold it; pass --max-tokens {longest} or more")
     assert not (tmp_path / "c").exists() and {p.name: p.read_bytes() for p in data.iterdir()} == before
+
+
+def test_cached_hidden_states_are_the_online_teachers_and_give_its_intermediate_loss(setup, tmp_path):
+    """A cache with hidden states: every mapped layer equals the online teacher's at the non-pad positions of real
+    batches (left-padded sources, right-padded targets, a partial last batch), and the whole pet_kd loss with the
+    intermediate term equals the online one when k covers the vocabulary (fp16 states: to 1e-3)."""
+    data, teacher = setup
+    vocab = len(Dictionary.load(str(data / "dict.en.txt")))
+    out = tmp_path / "cache"
+    assert build_cache(data, teacher, out, "--k", str(vocab), "--encoder-states", "all", "--decoder-states", "0,2") == 0
+    cache = TeacherCache.open(out)
+    assert cache.states_held == {"encoder": [1, 2], "decoder": [0, 2]}
+    assert cache.state_rows["encoder_1"].dtype == np.float16 and cache.state_rows["encoder_1"].shape[1] == 32
+    assert len(cache.state_rows["decoder_2"]) == len(cache.tokens)
+    maps = ("--encoder-layer-map", "1:2,2:4", "--decoder-layer-map", "2:4")  # within what the cache holds
+    common = ("--inter-beta", "2", "--kd-alpha", "0.5", *maps)
+    cached_task, cached_student, cached = distillation(data, teacher, "--teacher-cache", str(out), *common)
+    online_task, online_student, online = distillation(data, teacher, *common)
+    online_task.load_dataset("train")
+    batches = train_batches(cached_task, max_tokens=45)
+    assert sum(len(b["id"]) for b in batches) == SENTENCES
+    padded = 0
+    for sample in batches:
+        source_mask = sample["net_input"]["src_tokens"].ne(cached_task.src_dict.pad())
+        assert source_mask[:, -1].all()  # left-padded: every sentence ends at the last column
+        padded += int(not source_mask.all())
+        states = cached_task.cached_teacher_states(sample, [1, 2], [0, 2])
+        truth = online_task.teacher_outputs(online_student, sample)
+        for layer in (1, 2):
+            torch.testing.assert_close(states.encoder_states[layer].transpose(0, 1)[source_mask],
+                                       truth.encoder_states[layer].transpose(0, 1)[source_mask], rtol=1e-3, atol=2e-3)
+        target_mask = sample["target"].ne(cached_task.tgt_dict.pad())
+        for layer in (0, 2):
+            torch.testing.assert_close(states.decoder_states[layer].transpose(0, 1)[target_mask],
+                                       truth.decoder_states[layer].transpose(0, 1)[target_mask], rtol=1e-3, atol=2e-3)
+        cached.train(), online.train()
+        cached_student.train(False), online_student.train(False)
+        online.load_state_dict(cached.state_dict())  # the same KD projections
+        _, _, a = cached(cached_student, sample)
+        _, _, b = online(online_student, sample)
+        assert float(a["inter_loss"]) > 0
+        assert float(a["inter_loss"]) == pytest.approx(float(b["inter_loss"]), rel=1e-3)
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=2e-3)
+    assert padded > 0
+    with pytest.raises(TeacherCacheError, match="decoder layer 1"):  # the auto map asks for decoder layer 1 too
+        distillation(data, teacher, "--teacher-cache", str(out), "--inter-beta", "2")
+
+
+def test_a_killed_build_with_hidden_states_resumes_to_identical_files(setup, tmp_path, monkeypatch, capsys):
+    data, teacher = setup
+    states = ("--k", "4", "--encoder-states", "2", "--decoder-states", "1")
+    assert build_cache(data, teacher, tmp_path / "straight", *states) == 0
+    real = cli.write_shard
+
+    def dies_on_shard_2(work, shard_id, *args, **kwargs):
+        if shard_id == 2:
+            raise KeyboardInterrupt
+        return real(work, shard_id, *args, **kwargs)
+
+    monkeypatch.setattr(cli, "write_shard", dies_on_shard_2)
+    assert build_cache(data, teacher, tmp_path / "resumed", *states) == 130
+    monkeypatch.setattr(cli, "write_shard", real)
+    assert build_cache(data, teacher, tmp_path / "resumed", "--k", "4", "--encoder-states", "1") == 2
+    assert "made with a different states" in capsys.readouterr().err  # the finished shards hold other layers
+    assert build_cache(data, teacher, tmp_path / "resumed", *states) == 0
+    names = sorted(p.name for p in (tmp_path / "straight").glob("*.npy"))
+    assert names == ["decoder_1.npy", "encoder_2.npy", "logprobs.npy", "offsets.npy", "src_offsets.npy", "tokens.npy"]
+    for name in names:
+        assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
+    capsys.readouterr()
+    assert build_cache(data, teacher, tmp_path / "straight", "--k", "4") == 2  # would drop the states: --force
+    assert "made with other --encoder-states/--decoder-states" in capsys.readouterr().err

@@ -20,8 +20,9 @@ batches read the teacher's top-k tokens and log-probabilities instead of running
 teacher's mass outside its top-k is dropped and the kept part renormalised: the KL term uses
 q = softmax(log p^T_topk / τ) over the k cached tokens against the student's full-vocabulary
 log-probabilities at those tokens (:func:`kd_topk_kl_loss`), which equals the online term when k
-covers the vocabulary. The intermediate loss needs the teacher's hidden states, which are not
-cached, so it must be off (``--inter-beta 0``).
+covers the vocabulary. The intermediate loss reads the teacher's hidden states from the cache too
+when it was built with them (``pet-kdcache --encoder-states/--decoder-states``: the mapped teacher
+layers, fp16); a cache without the mapped layers is refused unless ``--inter-beta 0``.
 
 ``--kd-validation`` chooses what validation computes: ``kd`` the training objective (the teacher
 runs on every validation batch), ``ce`` the label-smoothed CE a run without KD reports (the teacher
@@ -227,10 +228,6 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
             raise ConfigError(f"need 0 <= --kd-alpha <= 1, --kd-temperature > 0, --inter-beta >= 0 "
                              f"(got {kd_alpha}, {kd_temperature}, {inter_beta})")
         self.alpha, self.temperature, self.beta = kd_alpha, kd_temperature, inter_beta
-        if task.cfg.teacher_cache and inter_beta > 0:
-            raise ConfigError(f"--teacher-cache replaces the teacher's forward pass, but the intermediate-layer loss "
-                             f"(--inter-beta {inter_beta}) needs the teacher's hidden states: pass --inter-beta 0, or "
-                             "drop --teacher-cache to run the teacher online")
         self.validate_with_teacher = kd_validation == "kd" or (kd_validation == "auto" and not task.cfg.teacher_cache)
         if not self.validate_with_teacher:
             logger.info(f"pet_kd: validation reports the label-smoothed CE without running the teacher "
@@ -244,6 +241,8 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
                                            "--encoder-layer-map")
         self.decoder_map = parse_layer_map(decoder_layer_map, teacher.decoder_layers, student.decoder_layers,
                                            "--decoder-layer-map")
+        if task.cfg.teacher_cache and (self.encoder_map or self.decoder_map):
+            task.cache.require_states(sorted({t for t, _ in self.encoder_map}), sorted({t for t, _ in self.decoder_map}))
         # training-only projections d_student -> d_teacher, one per mapped pair
         self.encoder_projections = nn.ModuleList(
             nn.Linear(student.encoder_dim, teacher.encoder_dim, bias=False) for _ in self.encoder_map)
@@ -270,6 +269,10 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
         if cached is not None:
             ce_loss, nll_loss, kd_loss = self.cached_terms(model, student, sample, cached, target_mask, reduce)
             inter_loss = target_mask.new_zeros((), dtype=torch.float)
+            if self.encoder_map or self.decoder_map:
+                teacher = self.task.cached_teacher_states(sample, [t for t, _ in self.encoder_map],
+                                                          [t for t, _ in self.decoder_map])
+                inter_loss = self.intermediate_loss(student, teacher, target_mask)
         else:
             ce_loss, nll_loss = self.compute_loss(model, student.net_output, sample, reduce=reduce)
             teacher = self.task.teacher_outputs(model, sample)

@@ -9,6 +9,10 @@ The teacher runs teacher-forced over the split, batched as fairseq batches train
 --teacher-cache CACHE --criterion pet_kd``: the KD term reads the cache instead of running the
 teacher. Without ``--shard-id`` every unfinished shard is computed in turn and all are merged; a
 rerun skips finished shards, so a killed build resumes.
+
+``--encoder-states``/``--decoder-states`` also store the teacher's hidden states after those layers, so
+that ``pet_kd``'s intermediate-layer loss (``--inter-beta``) reads them too and no training update
+runs the teacher. They cost ``2 · width`` bytes per source (encoder) or target (decoder) token and layer.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from pet_fairseq.core.teacher_cache import (
     finished_shards,
     merge,
     split_files,
+    state_arrays,
     write_shard,
 )
 
@@ -58,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-shards", action="store_true", help="keep the shards after merging")
     p.add_argument("--force", action="store_true",
                    help="replace a finished cache in --out made from another teacher, split or --k")
+    p.add_argument("--encoder-states", default="", metavar="LAYERS",
+                   help="teacher encoder layers whose hidden states to store for pet_kd's intermediate-layer loss: "
+                        "comma-separated (0 = embeddings), 'all' (1..L) or '' (none)")
+    p.add_argument("--decoder-states", default="", metavar="LAYERS", help="like --encoder-states, for the decoder")
     add_language_args(p)
     add_device_args(p, parallel_batches=False)
     return p
@@ -80,6 +89,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 #: how a refusal names each part of a cache's fingerprint
 MADE_FROM = {"teacher_sha256": "another teacher", "split_sha256": "another corpus", "split": "another --split",
+             "states": "other --encoder-states/--decoder-states",
              "source_lang": "another direction", "target_lang": "another direction", "vocab": "another vocabulary"}
 
 
@@ -92,13 +102,29 @@ def check_finished_cache(out: Path, expected: Dict[str, object]) -> None:
         recorded = json.loads(meta.read_text(encoding="utf-8")).get("fingerprint", {})
     except (ValueError, AttributeError):
         recorded = {}
-    differing = [key for key in expected if recorded.get(key) != expected[key]]
+    differing = [key for key in sorted(set(expected) | set(recorded)) if recorded.get(key) != expected.get(key)]
     if not differing:
         return
     reasons = [f"--k {recorded.get('k')} (this run asks for --k {expected['k']})"] if "k" in differing else []
     reasons += sorted({MADE_FROM.get(key, key) for key in differing if key != "k"})
     raise TeacherCacheError(f"--out {out} holds a finished teacher cache made with {' and '.join(reasons)}; pass "
                             "--force to replace it, or choose another --out")
+
+
+def parse_state_layers(text: str, depth: int, option: str) -> List[int]:
+    """``"1,3"`` -> [1, 3]; ``"all"`` -> 1..depth; ``""`` -> []. A layer above ``depth`` or not a number is refused."""
+    text = text.strip().lower()
+    if text in ("", "none"):
+        return []
+    if text == "all":
+        return list(range(1, depth + 1))
+    layers = []
+    for token in text.split(","):
+        if not token.strip().isdigit() or int(token) > depth:
+            raise TeacherCacheError(f"{option} {text!r}: {token.strip()!r} is not a layer of the teacher's {depth} "
+                                    f"(give numbers 0..{depth}, 0 = embeddings, or 'all')")
+        layers.append(int(token))
+    return sorted(set(layers))
 
 
 def load_dataset(data_bin: Path, split: str, src: str, tgt: str) -> LanguagePairDataset:
@@ -124,32 +150,51 @@ def load_teacher(teacher: Path, data_bin: Path, dataset: LanguagePairDataset, sr
 
 @torch.no_grad()
 def compute_shard(teacher, dataset: LanguagePairDataset, rows: range, k: int, max_tokens: int, device: str,
-                  progress: tqdm) -> tuple[np.ndarray, np.ndarray, np.ndarray, Dict[str, object]]:
-    """Lengths, top-k ids and log-probabilities of the sentences ``rows`` (in order), and the shard's record."""
+                  progress: tqdm, states: Optional[Dict[str, List[int]]] = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Dict[str, object], Dict[str, np.ndarray]]:
+    """Lengths, top-k ids and log-probabilities of the sentences ``rows`` (in order), the shard's record, and the
+    hidden states of the ``states`` layers (with the source lengths; empty without ``states``)."""
+    from pet_fairseq.tasks.distillation import forward_with_states
+
     start = time.perf_counter()
+    states = {side: list(layers) for side, layers in (states or {}).items() if layers}
     order = np.array(sorted(rows, key=lambda i: (dataset.src_sizes[i], dataset.tgt_sizes[i])), dtype=np.int64)
     batches = data_utils.batch_by_size(order, dataset.num_tokens, max_tokens=max_tokens)
     kept: Dict[int, tuple] = {}
+    kept_states: Dict[str, Dict[int, np.ndarray]] = {name: {} for name in state_arrays(states)}
     ks = coverage_ks(k)
     covered = {str(c): 0.0 for c in ks}
     for batch in batches:
         sample = dataset.collater([dataset[int(i)] for i in batch])
         net_input = {key: value.to(device) for key, value in sample["net_input"].items()}
-        lprobs = torch.log_softmax(teacher(**net_input)[0].float(), dim=-1)
+        outputs = forward_with_states(teacher, net_input) if states else None
+        logits = outputs.logits if outputs is not None else teacher(**net_input)[0]
+        lprobs = torch.log_softmax(logits.float(), dim=-1)
         values, indices = lprobs.topk(min(k, lprobs.size(-1)), dim=-1)
         mask = sample["target"].ne(dataset.tgt_dict.pad()).to(device)
+        source_mask = net_input["src_tokens"].ne(dataset.src_dict.pad())
         cumulative = values.exp().cumsum(dim=-1)[mask]
         for c in ks:
             covered[str(c)] += float(cumulative[:, min(c, cumulative.size(-1)) - 1].double().sum())
         for b, sentence in enumerate(sample["id"].tolist()):
             length = int(mask[b].sum())
             kept[sentence] = (indices[b, :length].cpu().numpy(), values[b, :length].cpu().numpy())
+            for layer in states.get("encoder", []):  # left-padded source: the sentence's positions, in order
+                kept_states[f"encoder_{layer}"][sentence] = \
+                    outputs.encoder_states[layer][:, b][source_mask[b]].half().cpu().numpy()
+            for layer in states.get("decoder", []):
+                kept_states[f"decoder_{layer}"][sentence] = outputs.decoder_states[layer][:length, b].half().cpu().numpy()
         progress.update(len(batch))
     lengths = np.array([len(kept[i][0]) for i in rows], dtype=np.int64)
     tokens = np.concatenate([kept[i][0] for i in rows]) if len(rows) else np.zeros((0, k), np.int32)
     logprobs = np.concatenate([kept[i][1] for i in rows]) if len(rows) else np.zeros((0, k), np.float16)
     record = {"start": rows.start, "stop": rows.stop, "seconds": time.perf_counter() - start, "covered": covered}
-    return lengths, tokens, logprobs, record
+    arrays: Dict[str, np.ndarray] = {}
+    if states:
+        arrays["src_lengths"] = np.array([int(dataset.src_sizes[i]) for i in rows], dtype=np.int64)
+        for name, by_sentence in kept_states.items():
+            arrays[name] = np.concatenate([by_sentence[i] for i in rows])
+    return lengths, tokens, logprobs, record, arrays
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,7 +215,13 @@ def run(args: argparse.Namespace) -> int:
     if longest > args.max_tokens:
         raise TeacherCacheError(f"--max-tokens {args.max_tokens} is below the longest sentence of the {args.split} "
                                 f"split ({longest} tokens): a batch must hold it; pass --max-tokens {longest} or more")
-    expected = fingerprint(args.teacher, args.data_bin, args.split, src, tgt, args.k, len(dataset.tgt_dict))
+    teacher = None
+    states: Dict[str, List[int]] = {}
+    if args.encoder_states.strip() or args.decoder_states.strip():  # "all" needs the teacher's depths
+        teacher = load_teacher(args.teacher, args.data_bin, dataset, src, tgt, args.device)
+        states = {"encoder": parse_state_layers(args.encoder_states, teacher.encoder.num_layers, "--encoder-states"),
+                  "decoder": parse_state_layers(args.decoder_states, teacher.decoder.num_layers, "--decoder-states")}
+    expected = fingerprint(args.teacher, args.data_bin, args.split, src, tgt, args.k, len(dataset.tgt_dict), states)
     if not args.force:
         check_finished_cache(out, expected)
     work = out / "shards"
@@ -181,14 +232,15 @@ def run(args: argparse.Namespace) -> int:
     if done & set(wanted):
         logger.info("%d of %d shards already finished in %s; computing %d", len(done & set(wanted)), len(wanted), work, len(todo))
     if todo:
-        teacher = load_teacher(args.teacher, args.data_bin, dataset, src, tgt, args.device)
+        teacher = teacher or load_teacher(args.teacher, args.data_bin, dataset, src, tgt, args.device)
         total = sum(len(shard_range(len(dataset), args.num_shards, s)) for s in todo)
         with tqdm(total=total, unit="sent", desc=f"teacher top-{args.k}", file=sys.stderr, mininterval=10) as progress:
             for shard_id in todo:
                 rows = shard_range(len(dataset), args.num_shards, shard_id)
-                lengths, tokens, logprobs, record = compute_shard(teacher, dataset, rows, args.k, args.max_tokens,
-                                                                  args.device, progress)
-                write_shard(work, shard_id, args.num_shards, lengths, tokens, logprobs, {**record, "fingerprint": expected})
+                lengths, tokens, logprobs, record, arrays = compute_shard(
+                    teacher, dataset, rows, args.k, args.max_tokens, args.device, progress, expected.get("states"))
+                write_shard(work, shard_id, args.num_shards, lengths, tokens, logprobs, {**record, "fingerprint": expected},
+                            arrays)
     if args.shard_id is not None:
         logger.info("shard %d of %d finished in %s; run again without --shard-id to merge once every shard is finished",
                     args.shard_id, args.num_shards, work)
@@ -200,7 +252,8 @@ def run(args: argparse.Namespace) -> int:
     mass = summary["mean_teacher_mass_in_top_k"]
     print(f"teacher cache: top-{args.k} of {summary['positions']:,} target positions of {summary['sentences']:,} "
           f"{args.split} sentences -> {out}; mean teacher mass kept: "
-          f"{', '.join(f'top-{c} {100 * v:.2f} %' for c, v in mass.items())}; {summary['build_seconds']:.0f} s",
+          f"{', '.join(f'top-{c} {100 * v:.2f} %' for c, v in mass.items())}; {summary['build_seconds']:.0f} s"
+          + "".join(f"; {side} states of layers {','.join(map(str, layers))}" for side, layers in states.items() if layers),
           file=sys.stderr)
     return 0
 

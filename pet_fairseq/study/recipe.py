@@ -130,8 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra options of python -m pet_fairseq.seqkd (e.g. --beam 1, --compute-type int8)")
     k.add_argument("--kd-mode", metavar="MODE", default="cached",
                    help="cached (default: the teacher's top-k computed once, no teacher in the loop, no intermediate "
-                        "loss) or online (the teacher runs in every update)")
+                        "loss unless --cache-states) or online (the teacher runs in every update)")
     k.add_argument("--cache-k", metavar="K", default="16", help="tokens per position in the teacher cache (default: %(default)s)")
+    k.add_argument("--cache-states", action="store_true",
+                   help="--kd-mode cached: cache the teacher's hidden states of every layer too, so that the student "
+                        "trains with the intermediate-layer loss and still without the teacher in the loop (disk: "
+                        "2 x teacher width bytes per token and layer)")
     k.add_argument("--kd-args", metavar='"..."', default="",
                    help="extra pet_kd options (e.g. --kd-alpha 0.1 --kd-temperature 10 --inter-beta 50)")
     o = p.add_argument_group("optimisation (teacher and student)")
@@ -194,6 +198,8 @@ def check_options(args: argparse.Namespace) -> None:
         value = getattr(args, option[2:].replace("-", "_"))
         if value not in allowed:
             raise ConfigError(f"{option} must be {_one_of(allowed)}, not '{value}'")
+    if args.cache_states and args.kd_mode != "cached":
+        raise ConfigError(f"--cache-states fills the teacher cache of --kd-mode cached; --kd-mode {args.kd_mode} has none")
     for option, minimum in INTEGERS:
         _integer(option, getattr(args, option[2:].replace("-", "_")), minimum)
     _integer(args.teacher_budget[0], args.teacher_budget[2], 1)
@@ -321,17 +327,18 @@ def cache_job(args: argparse.Namespace, inputs: Inputs, data: Path, teacher: Pat
     """The teacher cache in OUT/cache; its record is the corpus, the teacher and k (the cache's own fingerprint checks
     the files when the student starts)."""
     out = inputs.out / "cache"
+    states = ["--encoder-states", "all", "--decoder-states", "all"] if args.cache_states else []
     argv = [str(inputs.python), "-m", "pet_fairseq.kdcache", str(data), "--teacher", str(teacher), "--out", str(out),
-            "--k", args.cache_k, *inputs.langs]
+            "--k", args.cache_k, *inputs.langs, *states]
     return Job("cache", argv, out, out / "cache.json", inputs.out / "cache.log", record=inputs.out / "cache.command.txt",
-               recorded=[str(data), str(teacher), args.cache_k], title=f"the cache stage in {out}", fix=FIX,
+               recorded=[str(data), str(teacher), args.cache_k, *states], title=f"the cache stage in {out}", fix=FIX,
                about=f"the teacher's top-{args.cache_k} distributions on {data} -> {out}", checkpoint=False)
 
 
 def student_job(args: argparse.Namespace, inputs: Inputs, data: Path, teacher: Path, cache: Optional[Path]) -> Job:
     """The student; a larger --student-updates resumes it (fairseq continues from its checkpoint_last.pt)."""
-    cached = ["--teacher-cache", str(cache), "--inter-beta", "0", "--encoder-layer-map", "", "--decoder-layer-map", ""] \
-        if cache is not None else []
+    no_inter = [] if args.cache_states else ["--inter-beta", "0", "--encoder-layer-map", "", "--decoder-layer-map", ""]
+    cached = ["--teacher-cache", str(cache), *no_inter] if cache is not None else []
     options = ["--user-dir", str(inputs.user_dir), "--task", "pet_distillation", "--teacher-path", str(teacher),
                "--criterion", "pet_kd", "--arch", args.student_arch, *optimizer_args(args), "--max-update",
                args.student_updates, *(["--warmup-fraction", args.warmup_fraction] if args.warmup_fraction is not None else []),

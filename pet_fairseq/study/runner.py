@@ -127,7 +127,8 @@ def plan_jobs(spec: Spec, setup: Setup, out: Path, fairseq_train: Path, python: 
         if cache is not None:
             if f"cache:{variant.cache_name}" not in {j.name for j in jobs}:
                 jobs.append(Job(f"cache:{variant.cache_name}",
-                                [str(python)] + cache_command(setup, data_bin, variant.cache_k, cache), cache,
+                                [str(python)] + cache_command(setup, data_bin, variant.cache_k, cache, variant.cache_states),
+                                cache,
                                 cache / "cache.json", out / "caches" / f"{variant.cache_name}.log", list(needs)))
             needs.append(f"cache:{variant.cache_name}")
         charges = list(needs)

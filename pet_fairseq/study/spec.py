@@ -22,8 +22,10 @@ left (fairseq's ``--stop-time-hours``) and its update budget is only a guard. A 
 ``updates_of`` waits for that variant and trains for as many updates as it made (the equal-updates
 partner of a wall-time run). ``cache_k`` trains
 with the teacher's top-k distributions cached on the variant's data (:mod:`pet_fairseq.kdcache`,
-``--teacher-cache``) instead of running the teacher in every update; such a variant must turn the
-intermediate loss off (``--inter-beta 0`` in its ``args``).
+``--teacher-cache``) instead of running the teacher in every update; such a variant turns the
+intermediate loss off (``--inter-beta 0`` in its ``args``) unless it sets ``cache_states``, whose cache
+also holds the teacher's hidden states of every layer (``--encoder-states all --decoder-states all``),
+which the intermediate loss then reads.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class Variant:
     budget: Optional[int] = None  # updates (a guard when ``seconds`` is set); default: the spec's
     seconds: Optional[float] = None  # wall-time budget, corpus and cache included
     cache_k: Optional[int] = None  # train on the teacher's cached top-k instead of running the teacher
+    cache_states: bool = False  # the cache holds the teacher's hidden states too (for the intermediate loss)
     updates_of: Optional[str] = None  # train for as many updates as this other variant made (it runs first)
 
     @property
@@ -76,8 +79,10 @@ class Variant:
 
     @property
     def cache_name(self) -> Optional[str]:
-        """The teacher cache this variant trains with: ``<corpus or references>-k<k>``, or None."""
-        return f"{self.corpus or 'references'}-k{self.cache_k}" if self.cache_k else None
+        """The teacher cache this variant trains with: ``<corpus or references>-k<k>[-states]``, or None."""
+        if not self.cache_k:
+            return None
+        return f"{self.corpus or 'references'}-k{self.cache_k}" + ("-states" if self.cache_states else "")
 
 
 @dataclass(frozen=True)
@@ -156,9 +161,11 @@ def parse_spec(data: dict, origin: str = "spec") -> Spec:
                             f"(got {v.budget}, {v.seconds}, {v.cache_k})")
         if v.cache_k is not None and v.criterion != "kd":
             raise SpecError(f"{origin}: variant {v.name}: cache_k needs criterion kd (a CE run uses no teacher)")
-        if v.cache_k is not None and _option(v.args, "--inter-beta") not in ("0", "0.0"):
-            raise SpecError(f"{origin}: variant {v.name}: a cached teacher has no hidden states; add '--inter-beta 0' "
-                            "(and empty layer maps) to its args")
+        if v.cache_states and v.cache_k is None:
+            raise SpecError(f"{origin}: variant {v.name}: cache_states needs cache_k (the states are part of the cache)")
+        if v.cache_k is not None and not v.cache_states and _option(v.args, "--inter-beta") not in ("0", "0.0"):
+            raise SpecError(f"{origin}: variant {v.name}: its cache holds no hidden states; add '--inter-beta 0' "
+                            "(and empty layer maps) to its args, or set \"cache_states\": true")
         if v.updates_of is not None and (v.updates_of == v.name or v.updates_of not in names):
             raise SpecError(f"{origin}: variant {v.name}: updates_of must name another variant of the spec, not "
                             f"{v.updates_of!r}")
@@ -237,10 +244,12 @@ def train_command(spec: Spec, variant: Variant, setup: Setup, data_bin: Path, sa
     )
 
 
-def cache_command(setup: Setup, data_bin: Path, k: int, out: Path) -> List[str]:
-    """The ``python -m pet_fairseq.kdcache`` arguments (without the interpreter) of a top-``k`` cache of ``data_bin``."""
-    return ["-m", "pet_fairseq.kdcache", str(data_bin), "--teacher", str(setup.teacher), "--out", str(out),
-            "--source-lang", setup.source_lang, "--target-lang", setup.target_lang, "--k", str(k)]
+def cache_command(setup: Setup, data_bin: Path, k: int, out: Path, states: bool = False) -> List[str]:
+    """The ``python -m pet_fairseq.kdcache`` arguments (without the interpreter) of a top-``k`` cache of ``data_bin``,
+    with the teacher's hidden states of every layer when ``states``."""
+    return (["-m", "pet_fairseq.kdcache", str(data_bin), "--teacher", str(setup.teacher), "--out", str(out),
+             "--source-lang", setup.source_lang, "--target-lang", setup.target_lang, "--k", str(k)]
+            + (["--encoder-states", "all", "--decoder-states", "all"] if states else []))
 
 
 def seqkd_command(corpus: Corpus, setup: Setup, out: Path) -> List[str]:

@@ -9,7 +9,9 @@ and common arguments), one mode after the other and ``--rounds`` times over, int
 * ``ce``: label-smoothed cross-entropy, no teacher;
 * ``online-kd``: ``pet_kd`` with the teacher run in every update (the spec's recipe options, ``--kd-args``);
 * ``online-kd-no-inter``: the same without the intermediate-layer loss;
-* ``cached-kd``: ``pet_kd --teacher-cache CACHE`` (no teacher forward, no intermediate loss).
+* ``cached-kd``: ``pet_kd --teacher-cache CACHE`` (no teacher forward, no intermediate loss);
+* ``cached-kd-inter``: the same with the intermediate loss, whose teacher states the cache holds
+  (``--cache`` built with ``--encoder-states``/``--decoder-states``).
 
 Seconds per update are fairseq's ``train_wall`` over the logging windows after the first (which
 holds start-up and the first batches), and the table gives each mode's median over rounds and its
@@ -35,7 +37,8 @@ from pet_fairseq.core.cli import command
 from pet_fairseq.core.files import infer_pair
 from pet_fairseq.study.spec import SpecError, load_spec
 
-MODES = ("ce", "online-kd", "online-kd-no-inter", "cached-kd")
+MODES = ("ce", "online-kd", "online-kd-no-inter", "cached-kd", "cached-kd-inter")
+DEFAULT_MODES = MODES[:4]  # cached-kd-inter needs a cache with hidden states
 NO_INTER = ["--inter-beta", "0", "--encoder-layer-map", "", "--decoder-layer-map", ""]
 
 
@@ -57,6 +60,8 @@ def mode_args(mode: str, teacher: Path, cache: Optional[Path], kd_args: List[str
         return kd
     if mode == "online-kd-no-inter":
         return kd + NO_INTER
+    if mode == "cached-kd-inter":
+        return kd + ["--teacher-cache", str(cache)]
     return kd + NO_INTER + ["--teacher-cache", str(cache)]
 
 
@@ -80,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=None, help="teacher cache of --data-bin (python -m pet_fairseq.kdcache)")
     p.add_argument("--kd-args", default="--kd-alpha 0.5 --kd-temperature 1",
                    help="pet_kd options of the KD modes (the intermediate loss is pet_kd's default, β 2, auto maps)")
-    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {', '.join(MODES)}")
+    p.add_argument("--modes", default=",".join(DEFAULT_MODES), help=f"comma-separated, from {', '.join(MODES)} "
+                                                                     "(default: %(default)s)")
     p.add_argument("--updates", type=int, default=30, help="updates per timed run")
     p.add_argument("--log-interval", type=int, default=5)
     p.add_argument("--rounds", type=int, default=2, help="every mode is run this many times, interleaved")
@@ -95,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(modes) - set(MODES))
     if unknown or not modes:
         raise SpecError(f"--modes: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODES)}")
-    if "cached-kd" in modes and (args.cache is None or not (args.cache / "cache.json").is_file()):
+    if {"cached-kd", "cached-kd-inter"} & set(modes) and (args.cache is None or not (args.cache / "cache.json").is_file()):
         raise SpecError("--cache must be a finished teacher cache of --data-bin for the cached-kd mode "
                         "(python -m pet_fairseq.kdcache DATA_BIN --teacher TEACHER.pt --out CACHE)")
     if args.updates < 2 * args.log_interval or args.rounds < 1:

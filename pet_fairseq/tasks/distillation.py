@@ -176,6 +176,7 @@ class DistillationTask(TranslationTask):
         super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
         if self.cache is not None and split == self.cache.split:
             self.cache.check_lengths(self.datasets[split].tgt_sizes)
+            self.cache.check_source_lengths(self.datasets[split].src_sizes)
 
     def cached_teacher(self, sample: dict) -> Optional[Tuple[Tensor, Tensor]]:
         """The teacher's cached top-k ids and log-probabilities (B x T x k) of a training batch, or None.
@@ -186,6 +187,14 @@ class DistillationTask(TranslationTask):
         if self.cache is None:
             return None
         return self.cache.lookup(sample["id"], sample["target"].ne(self.tgt_dict.pad()))
+
+    def cached_teacher_states(self, sample: dict, encoder_layers: List[int], decoder_layers: List[int]) -> ModelOutputs:
+        """The teacher's cached hidden states of a training batch after the given layers, indexed by layer and shaped
+        as :func:`forward_with_states` gives them (T x B x C); no logits. Needs a cache built with those states."""
+        encoder, decoder = self.cache.lookup_states(
+            sample["id"], sample["net_input"]["src_tokens"].ne(self.src_dict.pad()),
+            sample["target"].ne(self.tgt_dict.pad()), encoder_layers, decoder_layers)
+        return ModelOutputs((None, None), encoder, decoder, None)
 
     def can_reuse_epoch_itr(self, dataset) -> bool:
         """Build each epoch's batches afresh, so that resuming reproduces a straight run exactly.

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, VENV_BIN
 from tests.e2e.conftest import USER_DIR, fairseq, run, train_losses
 
 pytestmark = pytest.mark.e2e
@@ -203,6 +203,26 @@ def test_cached_kd_resume_equals_straight_run(multi30k_bin, teacher, tmp_path):
     wa = torch.load(tmp_path / "straight" / "checkpoint_last.pt", map_location="cpu")["model"]
     wb = torch.load(tmp_path / "resumed" / "checkpoint_last.pt", map_location="cpu")["model"]
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
+
+
+def test_a_cache_with_hidden_states_gives_the_online_intermediate_loss_without_the_teacher(multi30k_bin, teacher, tmp_path):
+    """pet-kdcache --encoder-states/--decoder-states, then fairseq-train with the cache and the intermediate loss: the
+    first update's intermediate loss equals the online teacher's (fp16 states), and no update runs the teacher."""
+    cache = tmp_path / "cache"
+    built = run([str(VENV_BIN / "pet-kdcache"), str(multi30k_bin), "--teacher", str(teacher), "--out", str(cache),
+                 "--k", "8", "--threads", "1", "--encoder-states", "all", "--decoder-states", "all"])
+    assert "encoder states of layers 1,2" in built.stderr and (cache / "encoder_2.npy").is_file()
+
+    def first_update(save, *extra):
+        argv = kd_cmd(multi30k_bin, teacher, save, 1) + ["--dropout", "0", "--log-interval", "1", "--max-update", "3",
+                                                         *extra]
+        return inner_stats(run(argv).stdout)[0]
+
+    online = first_update(tmp_path / "online")
+    cached = first_update(tmp_path / "cached", "--teacher-cache", str(cache))
+    assert float(cached["inter_loss"]) > 0
+    assert float(cached["inter_loss"]) == pytest.approx(float(online["inter_loss"]), rel=2e-3)
+    assert float(cached["nll_loss"]) == pytest.approx(float(online["nll_loss"]), rel=1e-4)  # the same student
 
 
 @pytest.mark.parametrize("bad,message", [
