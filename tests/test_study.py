@@ -219,7 +219,8 @@ def test_equal_time_spec_plans_corpus_cache_and_partners(tmp_path):
     jobs = {j.name: j for j in plan_jobs(spec, setup, tmp_path, Path("fairseq-train"), Path("python"))}
     assert list(jobs) == ["corpus:beam5", "cache:beam5-k16", "distilled", "cache:references-k16", "ref-kd", "no-kd",
                           "ref-kd-seed2", "no-kd-seed2", "ref-kd-seed3", "no-kd-seed3", "online-kd-seed3", "no-kd-equal-updates", "online-kd-equal-updates",
-                          "online-600", "online-600-seed2", "online-nointer-600", "online-nointer-600-seed2", "cached-600", "cached-600-seed2"]
+                          "online-600", "online-600-seed2", "online-nointer-600", "online-nointer-600-seed2", "cached-600", "cached-600-seed2",
+                          "cache:references-k16-states", "ref-kd-inter-1200", "no-kd-1200"]
     references = jobs["cache:references-k16"]  # word KD on the references: the cache is made from the data-bin
     assert references.argv[1:4] == ["-m", "pet_fairseq.kdcache", str(tmp_path / "bin")] and references.needs == []
     assert jobs["ref-kd"].charges == ["cache:references-k16"] and jobs["ref-kd"].seconds == 2400
@@ -243,6 +244,10 @@ def test_equal_time_spec_plans_corpus_cache_and_partners(tmp_path):
     timed_online = jobs["online-kd-seed3"]  # the teacher in the loop, for the same time as its no-KD partner
     assert timed_online.seconds == jobs["no-kd-seed3"].seconds == 2400 and timed_online.charges == []
     assert "--teacher-cache" not in timed_online.argv and timed_online.argv[timed_online.argv.index("--inter-beta") + 1] == "2"
+    inter = jobs["ref-kd-inter-1200"]  # cached KD with the intermediate loss: the teacher's states are in its cache
+    assert inter.charges == ["cache:references-k16-states"] and inter.seconds == jobs["no-kd-1200"].seconds == 1200
+    assert inter.argv[inter.argv.index("--inter-beta") + 1] == "2"
+    assert jobs["cache:references-k16-states"].argv[-4:] == ["--encoder-states", "all", "--decoder-states", "all"]
 
 
 def test_a_time_budget_pays_for_its_corpus_and_cache_and_a_partner_gets_its_updates(tmp_path):
