@@ -220,7 +220,7 @@ def test_equal_time_spec_plans_corpus_cache_and_partners(tmp_path):
     assert list(jobs) == ["corpus:beam5", "cache:beam5-k16", "distilled", "cache:references-k16", "ref-kd", "no-kd",
                           "ref-kd-seed2", "no-kd-seed2", "ref-kd-seed3", "no-kd-seed3", "online-kd-seed3", "no-kd-equal-updates", "online-kd-equal-updates",
                           "online-600", "online-600-seed2", "online-nointer-600", "online-nointer-600-seed2", "cached-600", "cached-600-seed2",
-                          "cache:references-k16-states", "ref-kd-inter-1200", "no-kd-1200"]
+                          "cache:references-k16-states", "ref-kd-inter", "ref-kd-inter-1200", "no-kd-1200"]
     references = jobs["cache:references-k16"]  # word KD on the references: the cache is made from the data-bin
     assert references.argv[1:4] == ["-m", "pet_fairseq.kdcache", str(tmp_path / "bin")] and references.needs == []
     assert jobs["ref-kd"].charges == ["cache:references-k16"] and jobs["ref-kd"].seconds == 2400
