@@ -190,17 +190,23 @@ def test_unfinished_or_missing_caches_and_bad_options_are_refused(setup, tmp_pat
     assert "--encoder-states '1,5': '5' is not a layer of the teacher's 2" in capsys.readouterr().err
 
 
-def test_a_killed_build_resumes_to_identical_files(setup, tmp_path, monkeypatch, caplog):
-    data, teacher = setup
-    assert build_cache(data, teacher, tmp_path / "straight", "--k", "4") == 0
+def interrupt_on_shard(monkeypatch, shard: int):
+    """Make the build's ``write_shard`` raise KeyboardInterrupt (Ctrl-C) at ``shard``; returns the real one."""
     real = cli.write_shard
 
-    def dies_on_shard_1(work, shard_id, *args, **kwargs):
-        if shard_id == 1:
+    def dies(work, shard_id, *args, **kwargs):
+        if shard_id == shard:
             raise KeyboardInterrupt
         return real(work, shard_id, *args, **kwargs)
 
-    monkeypatch.setattr(cli, "write_shard", dies_on_shard_1)
+    monkeypatch.setattr(cli, "write_shard", dies)
+    return real
+
+
+def test_a_killed_build_resumes_to_identical_files(setup, tmp_path, monkeypatch, caplog):
+    data, teacher = setup
+    assert build_cache(data, teacher, tmp_path / "straight", "--k", "4") == 0
+    real = interrupt_on_shard(monkeypatch, 1)
     assert build_cache(data, teacher, tmp_path / "resumed", "--k", "4") == 130  # Ctrl-C: one line, status 130
     assert not (tmp_path / "resumed" / "cache.json").exists()
     with pytest.raises(TeacherCacheError, match="is unfinished"):
@@ -306,14 +312,7 @@ def test_a_killed_build_with_hidden_states_resumes_to_identical_files(setup, tmp
     data, teacher = setup
     states = ("--k", "4", "--encoder-states", "2", "--decoder-states", "1")
     assert build_cache(data, teacher, tmp_path / "straight", *states) == 0
-    real = cli.write_shard
-
-    def dies_on_shard_2(work, shard_id, *args, **kwargs):
-        if shard_id == 2:
-            raise KeyboardInterrupt
-        return real(work, shard_id, *args, **kwargs)
-
-    monkeypatch.setattr(cli, "write_shard", dies_on_shard_2)
+    real = interrupt_on_shard(monkeypatch, 2)
     assert build_cache(data, teacher, tmp_path / "resumed", *states) == 130
     monkeypatch.setattr(cli, "write_shard", real)
     assert build_cache(data, teacher, tmp_path / "resumed", "--k", "4", "--encoder-states", "1") == 2
