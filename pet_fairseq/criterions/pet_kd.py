@@ -241,8 +241,10 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
                                            "--encoder-layer-map")
         self.decoder_map = parse_layer_map(decoder_layer_map, teacher.decoder_layers, student.decoder_layers,
                                            "--decoder-layer-map")
+        # the teacher layers the maps read: from the cache, when training reads one
+        self.teacher_layers = (sorted({t for t, _ in self.encoder_map}), sorted({t for t, _ in self.decoder_map}))
         if task.cfg.teacher_cache and (self.encoder_map or self.decoder_map):
-            task.cache.require_states(sorted({t for t, _ in self.encoder_map}), sorted({t for t, _ in self.decoder_map}))
+            task.cache.require_states(*self.teacher_layers)
         # training-only projections d_student -> d_teacher, one per mapped pair
         self.encoder_projections = nn.ModuleList(
             nn.Linear(student.encoder_dim, teacher.encoder_dim, bias=False) for _ in self.encoder_map)
@@ -270,8 +272,7 @@ class PETKDCriterion(LabelSmoothedCrossEntropyCriterion):
             ce_loss, nll_loss, kd_loss = self.cached_terms(model, student, sample, cached, target_mask, reduce)
             inter_loss = target_mask.new_zeros((), dtype=torch.float)
             if self.encoder_map or self.decoder_map:
-                teacher = self.task.cached_teacher_states(sample, [t for t, _ in self.encoder_map],
-                                                          [t for t, _ in self.decoder_map])
+                teacher = self.task.cached_teacher_states(sample, *self.teacher_layers)
                 inter_loss = self.intermediate_loss(student, teacher, target_mask)
         else:
             ce_loss, nll_loss = self.compute_loss(model, student.net_output, sample, reduce=reduce)

@@ -46,6 +46,7 @@ from pet_fairseq.core.errors import ConfigError, PetError
 from pet_fairseq.core.files import infer_pair, write_json_atomic
 from pet_fairseq.core.plateau import average_last, stop_report, summary_line
 from pet_fairseq.study.runner import PROGRESS_EVERY, Job, command_file, run_jobs
+from pet_fairseq.study.spec import ALL_STATES
 from pet_fairseq.study.teacher import check_teacher
 
 logger = logging.getLogger("pet_fairseq.study.recipe")
@@ -327,7 +328,7 @@ def cache_job(args: argparse.Namespace, inputs: Inputs, data: Path, teacher: Pat
     """The teacher cache in OUT/cache; its record is the corpus, the teacher and k (the cache's own fingerprint checks
     the files when the student starts)."""
     out = inputs.out / "cache"
-    states = ["--encoder-states", "all", "--decoder-states", "all"] if args.cache_states else []
+    states = list(ALL_STATES) if args.cache_states else []
     argv = [str(inputs.python), "-m", "pet_fairseq.kdcache", str(data), "--teacher", str(teacher), "--out", str(out),
             "--k", args.cache_k, *inputs.langs, *states]
     return Job("cache", argv, out, out / "cache.json", inputs.out / "cache.log", record=inputs.out / "cache.command.txt",

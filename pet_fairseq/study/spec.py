@@ -244,12 +244,16 @@ def train_command(spec: Spec, variant: Variant, setup: Setup, data_bin: Path, sa
     )
 
 
+#: the pet-kdcache options that store the teacher's hidden states after every layer
+ALL_STATES = ("--encoder-states", "all", "--decoder-states", "all")
+
+
 def cache_command(setup: Setup, data_bin: Path, k: int, out: Path, states: bool = False) -> List[str]:
     """The ``python -m pet_fairseq.kdcache`` arguments (without the interpreter) of a top-``k`` cache of ``data_bin``,
     with the teacher's hidden states of every layer when ``states``."""
     return (["-m", "pet_fairseq.kdcache", str(data_bin), "--teacher", str(setup.teacher), "--out", str(out),
              "--source-lang", setup.source_lang, "--target-lang", setup.target_lang, "--k", str(k)]
-            + (["--encoder-states", "all", "--decoder-states", "all"] if states else []))
+            + (list(ALL_STATES) if states else []))
 
 
 def seqkd_command(corpus: Corpus, setup: Setup, out: Path) -> List[str]:
