@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The whole method on one machine: data -> a teacher trained until its validation BLEU stops improving ->
-# sequence-level KD corpus -> teacher cache -> the PET student distilled with the project's recipe, and the
-# same student trained without the teacher for the same wall time (corpus and cache included) -> BLEU,
-# memory and decode speed side by side, and one line saying what distillation bought at equal time.
+# teacher cache (its top-16 distributions and hidden states on the training references) -> the PET student
+# distilled from the cache (word KD + intermediate-layer loss, no teacher in the loop), and the same student
+# trained without the teacher for the same wall time (the cache included) -> BLEU, memory and decode speed
+# side by side, and one line saying what distillation bought at equal time.
 #
 #   bash scripts/quickstart.sh                  # Multi30k de->en, CPU budgets (see README for the measured time)
 #   bash scripts/quickstart.sh --full           # the paper's sizes and budgets (IWSLT-size models): a GPU job
 #   bash scripts/quickstart.sh --dataset iwslt14 --raw ~/de-en.tgz   # the paper's corpus, en->de
 #
 # Finished stages are reused when the script is run again (teacher in OUT/pet/teacher, students
-# and corpus in OUT/study); --force starts from scratch. The console shows stages, progress and
+# and cache in OUT/study); --force starts from scratch. The console shows stages, progress and
 # the tables; fairseq's logs are files under OUT (each stage names its log).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,7 +29,7 @@ while [ $# -gt 0 ]; do
     --teacher) value "$@"; TEACHER_CKPT="$2"; shift 2 ;;
     --equal-updates) PARTNERS=1; shift ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
                echo "Options: --dataset multi30k|iwslt14  --raw PATH  --src L --tgt L  --out DIR (runs/quickstart)  --full  --force"
                echo "         --teacher-updates N (5000: the guard; the teacher stops earlier, after 3 validations without a better BLEU)"
                echo "         --teacher CKPT (a trained teacher of this data-bin: skip the teacher stage)"
@@ -99,7 +100,7 @@ ONLY=distilled,no-kd
 [ "$FULL" = 1 ] && ONLY=no-kd,seqkd-wordkd-inter
 STUDY=("$BIN/python" -m pet_fairseq.study --spec "$SPEC" --only "$ONLY" --tag quickstart
        --data-bin "$DATA/data-bin" --teacher "$TEACHER_CKPT" --out "$OUT/study" --source-lang "$SRC" --target-lang "$TGT")
-say "4/5 two lanes of equal wall time: seq-KD corpus + teacher cache + the distilled PET student, and the same student without KD (python -m pet_fairseq.study; logs under $OUT/study)"
+say "4/5 two lanes of equal wall time: teacher cache + the distilled PET student, and the same student without KD (python -m pet_fairseq.study; logs under $OUT/study)"
 "${STUDY[@]}" "${JOBS[@]}" --train-only
 say "5/5 BLEU, memory and decode speed, teacher first (evaluation tool; log: $OUT/study/eval-quickstart.log)"
 "${STUDY[@]}" "${BPE[@]}" --eval-args "$EVAL"
@@ -120,7 +121,7 @@ except (OSError, KeyError, ValueError):
 if "distilled" in rows:
     kd, nokd = rows["distilled"], rows["no-kd"]
     total = lambda r: (r["train_seconds"] or 0) + (r["paid_seconds"] or 0)
-    print(f"equal wall time: distilled {kd['bleu']:.2f} ({total(kd):.0f} s: corpus + cache {kd['paid_seconds'] or 0:.0f} s, "
+    print(f"equal wall time: distilled {kd['bleu']:.2f} ({total(kd):.0f} s: cache {kd['paid_seconds'] or 0:.0f} s, "
           f"{kd['updates']} updates) vs no KD {nokd['bleu']:.2f} ({total(nokd):.0f} s, {nokd['updates']} updates): "
           f"distillation {'wins' if kd['bleu'] > nokd['bleu'] else 'loses'} by {abs(kd['bleu'] - nokd['bleu']):.2f} BLEU; "
           f"teacher {teacher:.2f}")

@@ -217,27 +217,33 @@ def test_equal_time_spec_plans_corpus_cache_and_partners(tmp_path):
     spec = load_spec(REPO / "configs" / "study" / "multi30k-equal-time.json")
     setup = Setup(tmp_path / "bin", tmp_path / "t.pt", "de", "en", REPO / "pet_fairseq")
     jobs = {j.name: j for j in plan_jobs(spec, setup, tmp_path, Path("fairseq-train"), Path("python"))}
-    assert list(jobs) == ["corpus:beam5", "cache:beam5-k16", "distilled", "cache:references-k16", "ref-kd", "no-kd",
-                          "ref-kd-seed2", "no-kd-seed2", "ref-kd-seed3", "no-kd-seed3", "online-kd-seed3", "no-kd-equal-updates", "online-kd-equal-updates",
-                          "online-600", "online-600-seed2", "online-nointer-600", "online-nointer-600-seed2", "cached-600", "cached-600-seed2",
-                          "cache:references-k16-states", "ref-kd-inter", "ref-kd-inter-1200", "no-kd-1200"]
+    assert list(jobs) == ["cache:references-k16-states", "distilled", "cache:references-k16", "ref-kd", "no-kd",
+                          "corpus:beam5", "cache:beam5-k16", "seqkd-distilled", "ref-kd-seed2", "no-kd-seed2", "distilled-seed2",
+                          "ref-kd-seed3", "no-kd-seed3", "online-kd-seed3", "no-kd-equal-updates", "online-kd-equal-updates",
+                          "online-600", "online-600-seed2", "online-nointer-600", "online-nointer-600-seed2", "cached-600",
+                          "cached-600-seed2", "ref-kd-inter-1200", "no-kd-1200"]
     references = jobs["cache:references-k16"]  # word KD on the references: the cache is made from the data-bin
     assert references.argv[1:4] == ["-m", "pet_fairseq.kdcache", str(tmp_path / "bin")] and references.needs == []
     assert jobs["ref-kd"].charges == ["cache:references-k16"] and jobs["ref-kd"].seconds == 2400
     cache = jobs["cache:beam5-k16"]
     assert cache.argv[1:4] == ["-m", "pet_fairseq.kdcache", str(tmp_path / "corpora" / "beam5")]
     assert cache.needs == ["corpus:beam5"] and cache.marker == cache_dir(tmp_path, "beam5-k16") / "cache.json"
-    distilled = jobs["distilled"]
-    assert distilled.charges == ["corpus:beam5", "cache:beam5-k16"] and distilled.seconds == 2400
+    distilled = jobs["distilled"]  # the quickstart's lane: word KD and the intermediate loss, both from the cache
+    assert distilled.charges == ["cache:references-k16-states"] and distilled.seconds == 2400
     argv = distilled.argv
-    assert argv[argv.index("--teacher-cache") + 1] == str(cache_dir(tmp_path, "beam5-k16"))
-    assert argv[argv.index("--inter-beta") + 1] == "0" and "--stop-time-hours" not in argv  # added at start
+    assert argv[argv.index("--teacher-cache") + 1] == str(cache_dir(tmp_path, "references-k16-states"))
+    assert argv[argv.index("--inter-beta") + 1] == "2" and "--stop-time-hours" not in argv  # added at start
+    assert jobs["distilled-seed2"].charges == ["cache:references-k16-states"]
+    seqkd = jobs["seqkd-distilled"]
+    assert seqkd.charges == ["corpus:beam5", "cache:beam5-k16"] and seqkd.argv[seqkd.argv.index("--inter-beta") + 1] == "0"
+    assert seqkd.argv[seqkd.argv.index("--teacher-cache") + 1] == str(cache_dir(tmp_path, "beam5-k16"))
     assert jobs["no-kd"].charges == [] and jobs["no-kd"].seconds == 2400
     seed2 = jobs["ref-kd-seed2"]  # a second seed shares the cache and pays for it like the first
     assert seed2.charges == ["cache:references-k16"] and seed2.argv[seed2.argv.index("--seed") + 1] == "2"
     assert jobs["no-kd-equal-updates"].needs == ["distilled"] and jobs["no-kd-equal-updates"].charges == []
-    assert jobs["online-kd-equal-updates"].charges == ["corpus:beam5"]
-    assert "--teacher-cache" not in jobs["online-kd-equal-updates"].argv
+    online_partner = jobs["online-kd-equal-updates"]  # the same loss with the teacher in the loop: what the cache costs
+    assert online_partner.charges == [] and online_partner.needs == ["distilled"]
+    assert "--teacher-cache" not in online_partner.argv and online_partner.argv[online_partner.argv.index("--inter-beta") + 1] == "2"
     online, cached = jobs["online-600"], jobs["cached-600"]  # cached against online KD at equal updates
     assert online.argv[online.argv.index("--max-update") + 1] == "600" == cached.argv[cached.argv.index("--max-update") + 1]
     assert "--teacher-cache" not in online.argv and cached.charges == ["cache:references-k16"]
