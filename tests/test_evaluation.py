@@ -348,7 +348,8 @@ def test_compare_reports_every_failed_model_and_exits_non_zero(tmp_path, capsys)
 
 
 def test_compare_checks_each_models_direction(tmp_path, capsys, monkeypatch):
-    """A model whose direction contradicts --source-lang/--target-lang, or the models before it, is a FAILED row."""
+    """A model whose direction contradicts --source-lang/--target-lang is a FAILED row; models of two directions are
+    refused before any decoding."""
     data = _data_bin(tmp_path / "bin", ["a", "b"], subsets=("test",))
     de_en, en_de = _fake_checkpoint(SharedNet(), train_dir=data), _fake_checkpoint(SharedNet(), train_dir=data)
     en_de["cfg"]["task"].update(source_lang="en", target_lang="de")
@@ -368,12 +369,18 @@ def test_compare_checks_each_models_direction(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert out.count(f"FAILED: {tmp_path / 'de_en.pt'} translates de->en, but --source-lang en --target-lang de asks "
                      "for en->de") == 2 and decoded == []
-    assert compare.main(base + [str(tmp_path / "de_en.pt"), str(tmp_path / "en_de.pt")]) == 1
+    with pytest.raises(SystemExit) as exit_:  # two directions: refused before the first model is decoded
+        compare.main(base + [str(tmp_path / "de_en.pt"), str(tmp_path / "en_de.pt")])
+    assert exit_.value.code == 2 and decoded == []
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "pet-compare: error: the models translate 2 directions (de->en: a; en->de: b); the models of one comparison "
+        "must translate one direction: compare each direction separately")
+    (tmp_path / "junk.pt").write_text("junk")  # a model that cannot be read does not stop the others
+    assert compare.main(base[:-1] + ["a,b,c", str(tmp_path / "de_en.pt"), str(tmp_path / "junk.pt"),
+                                     str(tmp_path / "de_en.pt")]) == 1
     out = capsys.readouterr().out
-    assert (f"| b | FAILED: {tmp_path / 'en_de.pt'} translates en->de, but the models before it de->en: the models of "
-            "one comparison must translate one direction; compare it separately") in out
-    assert decoded == [("a", "de", "en")]
-    assert "| a | FAILED: not decoded in this test" in out  # the first model's direction is kept all the same
+    assert decoded == [("a", "de", "en"), ("c", "de", "en")] and "| b | FAILED: " in out
+    before[(tmp_path / "junk.pt").name] = b"junk"
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 

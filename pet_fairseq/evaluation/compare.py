@@ -6,7 +6,8 @@
 
 The first checkpoint is the reference: every ratio and BLEU delta is relative to it. Each model is
 decoded in its own subprocess (same beam, batch size and threads). A model that fails gets a
-``FAILED`` row and the exit status is 1; the others are still reported.
+``FAILED`` row and the exit status is 1; the others are still reported. Models of two directions are refused
+before any decoding (exit 2).
 """
 
 from __future__ import annotations
@@ -114,6 +115,31 @@ def evaluate_model(args: argparse.Namespace, label: str, path: str, workdir: Pat
             "runaway": len(result.get("runaway", [])), "files": result["files"], "bleu": score(result["files"])}
 
 
+def model_pair(args: argparse.Namespace, path: str) -> tuple[str, str]:
+    """The direction ``path`` would be compared in (:func:`~pet_fairseq.evaluation.jobs.model_languages`),
+    read without decoding."""
+    from pet_fairseq.core.ctranslate2.model_dir import export_info, is_model_dir
+
+    state = {"cfg": {"task": export_info(Path(path))}} if is_model_dir(path) else read_checkpoint(path)
+    return model_languages(args, path, state, {})
+
+
+def check_one_direction(args: argparse.Namespace, labels: list[str]) -> None:
+    """Every readable model translates one direction, checked before any model is decoded; raises
+    :class:`EvaluationError` naming each direction's models. A model that cannot be read is left to its
+    ``FAILED`` row."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for label, path in zip(labels, args.models):
+        try:
+            found.setdefault(model_pair(args, path), []).append(label)
+        except (EvaluationError, InputError):
+            continue
+    if len(found) > 1:
+        listing = "; ".join(f"{src}->{tgt}: {', '.join(names)}" for (src, tgt), names in found.items())
+        raise EvaluationError(f"the models translate {len(found)} directions ({listing}); the models of one "
+                              "comparison must translate one direction: compare each direction separately")
+
+
 def evaluate_all(args: argparse.Namespace, labels: list[str]) -> list[dict]:
     """One row per model, in order; a failure becomes a row with ``status: failed`` and the reason."""
     rows: list[dict] = []
@@ -178,13 +204,14 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison; print the table; write report.json and report.png to ``--out-dir``.
 
-    Exits 1 when a model's row failed (its reason is in the table), 2 on a bad option.
+    Exits 1 when a model's row failed (its reason is in the table), 2 on a bad option or models of two directions.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     validate_args(parser, args)
     try:
         labels = parse_labels(args)
+        check_one_direction(args, labels)
     except EvaluationError as exc:
         parser.error(str(exc))
     args.out_dir.mkdir(parents=True, exist_ok=True)
