@@ -277,7 +277,7 @@ save = argv[argv.index("--save-dir") + 1]
 updates = int(argv[argv.index("--max-update") + 1]) if "--max-update" in argv else 40
 if os.environ.get("FAKE_FAIL") and os.environ["FAKE_FAIL"] in save:
     print("something broke", file=sys.stderr)
-    sys.exit(3)
+    sys.exit(int(os.environ.get("FAKE_STATUS", "3")))
 for n in (updates // 2, updates):
     print(f"2026-12-01 10:00:{n % 60:02d} | INFO | valid | epoch 001 | valid on 'valid' subset | loss 5 | nll_loss 4 | "
           f"bleu {n / 4} | num_updates {n}")
@@ -334,10 +334,25 @@ def test_a_stage_that_fails_before_a_checkpoint_leaves_only_its_log(fake_bin, tm
     bin_dir, data = fake_bin
     out = tmp_path / "run"
     monkeypatch.setenv("FAKE_FAIL", "teacher")
-    with pytest.raises(StageFailed, match="teacher failed before writing a checkpoint; removed its empty save dir"):
+    with pytest.raises(StageFailed, match="teacher failed before writing a checkpoint; removed its empty save dir") as failed:
         run(parse_args(["--data-bin", str(data), "--out", str(out), "--teacher-only"]), bin_dir)
+    assert failed.value.exit_status == 1  # the tool crashed (exit 3)
     assert not (out / "teacher").exists() and "something broke" in (out / "teacher.failed.log").read_text()
     assert "something broke" in capsys.readouterr().err  # the log's last lines reach the console
+
+
+def test_a_stage_whose_tool_refuses_its_input_makes_the_recipe_exit_2(fake_bin, tmp_path, monkeypatch, capsys):
+    """A tool's exit 2 (its one ``error:`` line: bad input) is the recipe's exit status too."""
+    from pet_fairseq.study import recipe
+
+    bin_dir, data = fake_bin
+    monkeypatch.setenv("FAKE_FAIL", "teacher")
+    monkeypatch.setenv("FAKE_STATUS", "2")
+    monkeypatch.setattr(recipe.sys, "executable", str(bin_dir / "python"))  # main() finds fairseq-train beside it
+    code = recipe.main(["--data-bin", str(data), "--out", str(tmp_path / "run"), "--teacher-only"])
+    err = capsys.readouterr().err
+    assert code == 2 and "something broke" in err
+    assert err.splitlines()[-1].startswith("error: teacher failed before writing a checkpoint")
 
 
 def test_force_never_removes_the_given_teacher(fake_bin, tmp_path):

@@ -66,7 +66,12 @@ BUDGETS = ("--student-updates", "--teacher-max-update", "--teacher-max-epoch")
 
 
 class StageFailed(Exception):
-    """A stage's tool failed (exit status 1, as a training run that crashes)."""
+    """A stage's tool failed: exit status 2 when the tool refused its input (its ``error:`` line is in the stage's
+    log, shown with the log's last lines), 1 otherwise, as a training run that crashes."""
+
+    def __init__(self, message: str, exit_status: int = 1):
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 class _TeacherBudget(argparse.Action):
@@ -396,8 +401,9 @@ def _failed(job: Job, created: bool) -> StageFailed:
     without a checkpoint (nothing but its log and record) is removed, its log kept as OUT/STAGE.failed.log."""
     for line in _last_lines(job.log, 5):
         print(line, file=sys.stderr)
+    code = 2 if job.exit_status == 2 else 1
     if job.is_corpus:
-        return StageFailed(f"the {job.name} stage failed (log: {job.log})")
+        return StageFailed(f"the {job.name} stage failed (log: {job.log})", code)
     left = {p.name for p in job.output.iterdir()} - {job.log.name, command_file(job).name} if job.output.is_dir() else {""}
     if created and not left:
         kept = job.output.with_name(job.output.name + ".failed.log")
@@ -405,8 +411,8 @@ def _failed(job: Job, created: bool) -> StageFailed:
             job.log.replace(kept)
         shutil.rmtree(job.output)
         return StageFailed(f"{job.name} failed before writing a checkpoint; removed its empty save dir {job.output} "
-                           f"(log: {kept})")
-    return StageFailed(f"{job.name} produced no checkpoint (see {job.log})")
+                           f"(log: {kept})", code)
+    return StageFailed(f"{job.name} produced no checkpoint (see {job.log})", code)
 
 
 def run_stage(job: Job) -> str:
@@ -472,7 +478,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run(args)
     except StageFailed as failed:
         print(f"error: {failed}", file=sys.stderr, flush=True)
-        return 1
+        return failed.exit_status
 
 
 if __name__ == "__main__":

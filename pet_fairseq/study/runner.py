@@ -75,6 +75,7 @@ class Job:
     fix: str = ""  # what a refusal suggests (default: rename the variant or delete its output)
     about: str = ""  # what the job makes, for the line that starts it (default: "started")
     checkpoint: Optional[bool] = None  # it trains (checkpoint_last.pt); default: unless named corpus:... or cache:...
+    exit_status: Optional[int] = None  # set when its process ended (2: the tool refused its input)
 
     @property
     def is_corpus(self) -> bool:
@@ -433,6 +434,7 @@ def _schedule(pending: List[Job], running: Dict[str, tuple], status: Dict[str, s
                 if proc.poll() is None:
                     continue
                 del running[name]
+                job.exit_status = proc.returncode
                 progress.update(1)
                 seconds = time.time() - started
                 if proc.returncode == 0 and (job.is_corpus or (job.output / "checkpoint_last.pt").is_file()):
