@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,20 @@ def test_cache_records_what_it_was_made_from_and_the_mass_it_keeps(setup, tmp_pa
     assert mass["4"] == pytest.approx(expected, rel=2e-3)
     assert "mean teacher mass kept: top-1" in capsys.readouterr().err
     assert not (tmp_path / "cache" / "shards").exists()
+
+
+def test_states_none_is_the_cache_without_states_and_a_finished_one_is_reused_without_the_teacher(setup, tmp_path,
+                                                                                                  monkeypatch, caplog):
+    data, teacher = setup
+    assert build_cache(data, teacher, tmp_path / "cache", "--k", "4") == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "cache").iterdir()}
+    loads = []
+    monkeypatch.setattr(cli, "load_teacher", lambda *a, **k: loads.append(a) or pytest.fail("the teacher was loaded"))
+    caplog.set_level(logging.INFO)
+    assert build_cache(data, teacher, tmp_path / "cache", "--k", "4", "--encoder-states", "none",
+                       "--decoder-states", "None") == 0
+    assert loads == [] and {p.name: p.read_bytes() for p in (tmp_path / "cache").iterdir()} == before
+    assert "already holds this teacher cache (same teacher, corpus, k and layers); reusing it" in caplog.text
 
 
 def test_a_cache_from_another_teacher_or_corpus_is_refused(setup, tmp_path):

@@ -93,18 +93,19 @@ MADE_FROM = {"teacher_sha256": "another teacher", "split_sha256": "another corpu
              "source_lang": "another direction", "target_lang": "another direction", "vocab": "another vocabulary"}
 
 
-def check_finished_cache(out: Path, expected: Dict[str, object]) -> None:
-    """Refuse to replace a finished cache (``cache.json``) made from another teacher, corpus or ``--k``."""
+def check_finished_cache(out: Path, expected: Dict[str, object]) -> bool:
+    """Whether ``out`` holds a finished cache (``cache.json``) of exactly this fingerprint; one made from another
+    teacher, corpus, ``--k`` or layers is refused."""
     meta = out / "cache.json"
     if not meta.is_file():
-        return
+        return False
     try:
         recorded = json.loads(meta.read_text(encoding="utf-8")).get("fingerprint", {})
     except (ValueError, AttributeError):
         recorded = {}
     differing = [key for key in sorted(set(expected) | set(recorded)) if recorded.get(key) != expected.get(key)]
     if not differing:
-        return
+        return True
     reasons = [f"--k {recorded.get('k')} (this run asks for --k {expected['k']})"] if "k" in differing else []
     reasons += sorted({MADE_FROM.get(key, key) for key in differing if key != "k"})
     raise TeacherCacheError(f"--out {out} holds a finished teacher cache made with {' and '.join(reasons)}; pass "
@@ -217,13 +218,16 @@ def run(args: argparse.Namespace) -> int:
                                 f"split ({longest} tokens): a batch must hold it; pass --max-tokens {longest} or more")
     teacher = None
     states: Dict[str, List[int]] = {}
-    if args.encoder_states.strip() or args.decoder_states.strip():  # "all" needs the teacher's depths
+    if any(text.strip().lower() not in ("", "none") for text in (args.encoder_states, args.decoder_states)):
+        # "all" and a layer's bounds need the teacher's depths
         teacher = load_teacher(args.teacher, args.data_bin, dataset, src, tgt, args.device)
         states = {"encoder": parse_state_layers(args.encoder_states, teacher.encoder.num_layers, "--encoder-states"),
                   "decoder": parse_state_layers(args.decoder_states, teacher.decoder.num_layers, "--decoder-states")}
     expected = fingerprint(args.teacher, args.data_bin, args.split, src, tgt, args.k, len(dataset.tgt_dict), states)
-    if not args.force:
-        check_finished_cache(out, expected)
+    if not args.force and check_finished_cache(out, expected):
+        logger.info("%s already holds this teacher cache (same teacher, corpus, k and layers); reusing it "
+                    "(--force rebuilds it)", out)
+        return 0
     work = out / "shards"
     work.mkdir(parents=True, exist_ok=True)
     done = set(finished_shards(work, args.num_shards, expected))
