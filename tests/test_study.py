@@ -221,7 +221,7 @@ def test_equal_time_spec_plans_corpus_cache_and_partners(tmp_path):
                           "corpus:beam5", "cache:beam5-k16", "seqkd-distilled", "ref-kd-seed2", "no-kd-seed2", "distilled-seed2",
                           "ref-kd-seed3", "no-kd-seed3", "online-kd-seed3", "no-kd-equal-updates", "online-kd-equal-updates",
                           "online-600", "online-600-seed2", "online-nointer-600", "online-nointer-600-seed2", "cached-600",
-                          "cached-600-seed2", "ref-kd-inter-1200", "no-kd-1200"]
+                          "cached-600-seed2", "cached-inter-600", "cached-inter-600-seed2", "ref-kd-inter-1200", "no-kd-1200"]
     references = jobs["cache:references-k16"]  # word KD on the references: the cache is made from the data-bin
     assert references.argv[1:4] == ["-m", "pet_fairseq.kdcache", str(tmp_path / "bin")] and references.needs == []
     assert jobs["ref-kd"].charges == ["cache:references-k16"] and jobs["ref-kd"].seconds == 2400
@@ -250,6 +250,10 @@ def test_equal_time_spec_plans_corpus_cache_and_partners(tmp_path):
     timed_online = jobs["online-kd-seed3"]  # the teacher in the loop, for the same time as its no-KD partner
     assert timed_online.seconds == jobs["no-kd-seed3"].seconds == 2400 and timed_online.charges == []
     assert "--teacher-cache" not in timed_online.argv and timed_online.argv[timed_online.argv.index("--inter-beta") + 1] == "2"
+    cached_inter = jobs["cached-inter-600"]  # the online-600 recipe from the cache: what the cache costs at equal updates
+    assert cached_inter.charges == ["cache:references-k16-states"]
+    assert cached_inter.argv[cached_inter.argv.index("--max-update") + 1] == "600"
+    assert cached_inter.argv[cached_inter.argv.index("--inter-beta") + 1] == "2"
     inter = jobs["ref-kd-inter-1200"]  # cached KD with the intermediate loss: the teacher's states are in its cache
     assert inter.charges == ["cache:references-k16-states"] and inter.seconds == jobs["no-kd-1200"].seconds == 1200
     assert inter.argv[inter.argv.index("--inter-beta") + 1] == "2"
