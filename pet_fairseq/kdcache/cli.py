@@ -112,10 +112,13 @@ def check_finished_cache(out: Path, expected: Dict[str, object]) -> bool:
                             "--force to replace it, or choose another --out")
 
 
+NO_LAYERS = ("", "none")  # what --encoder-states/--decoder-states take for "no hidden states"
+
+
 def parse_state_layers(text: str, depth: int, option: str) -> List[int]:
     """``"1,3"`` -> [1, 3]; ``"all"`` -> 1..depth; ``""`` -> []. A layer above ``depth`` or not a number is refused."""
     text = text.strip().lower()
-    if text in ("", "none"):
+    if text in NO_LAYERS:
         return []
     if text == "all":
         return list(range(1, depth + 1))
@@ -218,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
                                 f"split ({longest} tokens): a batch must hold it; pass --max-tokens {longest} or more")
     teacher = None
     states: Dict[str, List[int]] = {}
-    if any(text.strip().lower() not in ("", "none") for text in (args.encoder_states, args.decoder_states)):
+    if any(text.strip().lower() not in NO_LAYERS for text in (args.encoder_states, args.decoder_states)):
         # "all" and a layer's bounds need the teacher's depths
         teacher = load_teacher(args.teacher, args.data_bin, dataset, src, tgt, args.device)
         states = {"encoder": parse_state_layers(args.encoder_states, teacher.encoder.num_layers, "--encoder-states"),
